@@ -1,0 +1,37 @@
+"""Fixtures shared by the whole suite.
+
+``../shared`` (beside the checkout) holds real test videos and the Kinetics-400 class list. It
+exists for developers and CI, not for users, so tests that need it skip with a reason.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = Path(os.environ.get("VIDEOGN_SHARED", REPO_ROOT.parent / "shared"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _few_threads():
+    # Two cores are shared by everything on the machine; keep test timing predictable.
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED_DIR.is_dir():
+        pytest.skip(f"{SHARED_DIR} is absent: real test videos are only beside a dev checkout/CI")
+    return SHARED_DIR
+
+
+@pytest.fixture(scope="session")
+def shared_videos(shared_dir: Path) -> Path:
+    videos = shared_dir / "videos"
+    if not (videos / "MANIFEST.md").is_file():
+        pytest.skip(f"{videos} has no MANIFEST.md: the real test videos are missing")
+    return videos
