@@ -24,6 +24,7 @@ def create_model(
     norm_kwargs: dict | None = None,
     num_classes: int = 400,
     pretrained: str | None = None,
+    pretrained_kwargs: dict | None = None,
     **overrides,
 ) -> nn.Module:
     """Build a registered video model.
@@ -36,6 +37,8 @@ def create_model(
         num_classes: classifier outputs.
         pretrained: path to an inflated videogn checkpoint, or to a 2D ImageNet ResNet
             (torchvision ``.pth`` or Detectron ``.pkl``), which is inflated on the fly.
+        pretrained_kwargs: options of :func:`videogn.models.inflate.load_pretrained`
+            (``mode="center"``, ``norm_mismatch="affine_only"``, ``strict=True``...).
         overrides: constructor arguments of the model, e.g. ``base_width=16``,
             ``stage_depths=(1, 1, 1, 1)``, ``dropout=0.0``.
 
@@ -49,5 +52,5 @@ def create_model(
     if pretrained:
         from videogn.models.inflate import load_pretrained
 
-        load_pretrained(model, pretrained)
+        load_pretrained(model, pretrained, **(pretrained_kwargs or {}))
     return model

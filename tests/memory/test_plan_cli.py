@@ -1,0 +1,94 @@
+"""``videogn-plan``: the table it prints for given cells, and the Table 8 default."""
+
+from __future__ import annotations
+
+import pytest
+
+from videogn.cli.plan import TABLE8_CELLS, main, parse_cell
+from videogn.memory.estimate import GIB, estimate_memory
+
+TOY_ARGS = ["--base-width", "8", "--stage-depths", "1,1,1,1", "--num-groups", "4"]
+TOY_KWARGS = {"name": "i3d_r50", "base_width": 8, "stage_depths": (1, 1, 1, 1)}
+
+
+def test_markdown_table_for_given_cells(capsys):
+    argv = [
+        "--cell",
+        "gn:8x2:4",
+        "--cell",
+        "bn:16",
+        "--crop",
+        "64",
+        "--dtype",
+        "fp32",
+        "--budgets-gb",
+        "1.01",
+        "2",
+        "--markdown",
+        *TOY_ARGS,
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("|")]
+    assert lines[0].startswith("| cell | dtype | GiB/clip | fixed GiB | paper bs needs GiB |")
+    assert len(lines) == 4  # header, rule, two rows
+    gn_row = lines[2].split(" | ")
+    assert gn_row[0] == "| GN 8x2 bs4" and gn_row[1] == "fp32"
+    estimate = estimate_memory(
+        TOY_KWARGS | {"norm": "gn", "norm_kwargs": {"num_groups": 4}, "num_classes": 400},
+        num_frames=8,
+        crop_size=64,
+    )
+    assert gn_row[2] == f"{estimate.bytes_per_clip / GIB:.3f}"
+    assert gn_row[-1].rstrip(" |") == str(estimate.largest_batch(2 * GIB))
+    text = " ".join(out.split())  # the notes are wrapped
+    assert "workspace margin" in text and "statistics batch" in text
+
+
+def test_target_batch_prints_a_plan_per_row(capsys):
+    argv = [
+        "--cell",
+        "bn:8",
+        "--crop",
+        "64",
+        "--dtype",
+        "bf16",
+        "--target-batch",
+        "64",
+        "--world-size",
+        "8",
+        "--budget-gb",
+        "2",
+        *TOY_ARGS,
+    ]
+    assert main(argv) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "BN 8 bf16: Batch plan: 8 clips per device x 1 accumulation step(s) x 8" in text
+
+
+def test_bad_cell_is_refused_with_the_expected_form(capsys):
+    with pytest.raises(SystemExit):
+        main(["--cell", "gn-64"])
+    assert "expected NORM:FRAMES[xINTERVAL][:BATCH]" in capsys.readouterr().err
+
+
+def test_default_cells_are_table_8():
+    labels = [cell.label for cell in TABLE8_CELLS]
+    assert labels == [
+        "BN 32x2 bs8",
+        "BN 32x2 bs4",
+        "BN 64x1 bs4",
+        "GN 32x2 bs8",
+        "GN 32x2 bs4",
+        "GN 64x1 bs4",
+    ]
+    assert parse_cell("gn:64x1:4") == TABLE8_CELLS[-1]
+
+
+@pytest.mark.slow
+def test_default_cells_run_on_the_full_model(capsys):
+    assert main(["--dtype", "fp32"]) == 0  # bf16 too by default; one dtype keeps this shorter
+    rows = [line for line in capsys.readouterr().out.splitlines() if line[:3] in ("BN ", "GN ")]
+    assert len(rows) == 6
+    # label (3 words), dtype, per clip, fixed, paper batch needs, five budgets
+    assert all(len(row.split()) == 3 + 1 + 3 + 5 for row in rows)

@@ -1,0 +1,232 @@
+"""``videogn-plan``: memory per clip, fixed memory and the largest per-device batch per budget.
+
+By default it prints the six cells of Table 8 of the GN paper (BN and GN; 32x2 clips at
+batch 8 and 4, 64x1 clips at batch 4) at fp32 and bf16 for budgets of 16 to 141 GiB::
+
+    videogn-plan                                  # the Table 8 cells
+    videogn-plan --cell gn:64x1:4 --dtype bf16 --channels-last --markdown
+    videogn-plan --target-batch 64 --world-size 8 --budget-gb 16   # plus a plan per row
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import textwrap
+from dataclasses import dataclass
+
+from videogn.memory.estimate import (
+    DEFAULT_WORKSPACE_BYTES,
+    GIB,
+    OPTIMIZER_STATES,
+    MemoryEstimate,
+    build_meta_model,
+    estimate_memory,
+)
+from videogn.memory.plan import batch_statistics, plan_from_estimate
+
+DEFAULT_BUDGETS_GB = (16, 32, 40, 80, 141)
+_CELL_PATTERN = re.compile(
+    r"^(?P<norm>[a-z_]+):(?P<frames>\d+)(x(?P<interval>\d+))?(:(?P<batch>\d+))?$"
+)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A row of the table: a norm and a clip length, with the paper's batch if any."""
+
+    norm: str
+    num_frames: int
+    frame_interval: int | None = None
+    paper_batch: int | None = None
+
+    @property
+    def label(self) -> str:
+        clip = (
+            f"{self.num_frames}x{self.frame_interval}"
+            if self.frame_interval
+            else f"{self.num_frames}"
+        )
+        batch = f" bs{self.paper_batch}" if self.paper_batch else ""
+        return f"{self.norm.upper()} {clip}{batch}"
+
+
+TABLE8_CELLS = tuple(
+    Cell(norm, frames, interval, batch)
+    for norm in ("bn", "gn")
+    for frames, interval, batch in ((32, 2, 8), (32, 2, 4), (64, 1, 4))
+)
+
+
+def parse_cell(spec: str) -> Cell:
+    """Parse "NORM:FRAMES[xINTERVAL][:BATCH]", e.g. "gn:64x1:4" or "bn:32"."""
+    match = _CELL_PATTERN.match(spec)
+    if not match:
+        raise argparse.ArgumentTypeError(
+            f"cell '{spec}': expected NORM:FRAMES[xINTERVAL][:BATCH], e.g. gn:64x1:4"
+        )
+    to_int = lambda key: int(match[key]) if match[key] else None
+    return Cell(match["norm"], int(match["frames"]), to_int("interval"), to_int("batch"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="videogn-plan",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add(
+        "--cell",
+        type=parse_cell,
+        action="append",
+        help="NORM:FRAMES[xINTERVAL][:BATCH] (repeatable; default: the six Table 8 cells)",
+    )
+    add("--model", default="i3d_r50", help="registered model name (default i3d_r50)")
+    add("--depth", type=int, help="model override: ResNet depth, 50 or 101")
+    add("--base-width", type=int, help="model override: stem / res2 width (paper: 64)")
+    add("--stage-depths", help="model override: blocks per stage, e.g. 3,4,6,3")
+    add("--num-groups", type=int, help="GN groups (default 32)")
+    add("--num-classes", type=int, default=400)
+    add("--crop", type=int, default=224, help="crop size (default 224)")
+    add("--dtype", nargs="+", default=["fp32", "bf16"], help="fp32, bf16, fp16 (autocast)")
+    add("--channels-last", action="store_true", help="channels_last_3d memory format")
+    add("--optimizer", default="sgd", choices=sorted(OPTIMIZER_STATES))
+    add(
+        "--budgets-gb",
+        type=float,
+        nargs="+",
+        default=list(DEFAULT_BUDGETS_GB),
+        help="per-device budgets in GiB (default 16 32 40 80 141)",
+    )
+    add(
+        "--workspace-gb",
+        type=float,
+        default=DEFAULT_WORKSPACE_BYTES / GIB,
+        help="workspace margin in GiB (CUDA context, cuDNN/cuBLAS workspaces; default 1)",
+    )
+    add("--target-batch", type=int, help="also plan this total batch per row")
+    add("--world-size", type=int, default=1, help="devices, for --target-batch")
+    add("--budget-gb", type=float, default=16.0, help="budget of the --target-batch plans")
+    add("--markdown", action="store_true", help="print a Markdown table")
+    return parser
+
+
+def model_kwargs(args: argparse.Namespace, norm: str) -> dict:
+    """``create_model`` arguments of a row, from the command line's model options."""
+    kwargs: dict = {"name": args.model, "norm": norm, "num_classes": args.num_classes}
+    if args.num_groups is not None and norm == "gn":
+        kwargs["norm_kwargs"] = {"num_groups": args.num_groups}
+    if args.depth is not None:
+        kwargs["depth"] = args.depth
+    if args.base_width is not None:
+        kwargs["base_width"] = args.base_width
+    if args.stage_depths:
+        kwargs["stage_depths"] = tuple(int(d) for d in args.stage_depths.split(","))
+    return kwargs
+
+
+def format_table(headers: list[str], rows: list[list[str]], markdown: bool) -> str:
+    if markdown:
+        lines = [headers, ["---"] * len(headers), *rows]
+        return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+    fmt = lambda cells: "  ".join(
+        c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+    )
+    return "\n".join([fmt(headers), fmt(["-" * w for w in widths]), *map(fmt, rows)])
+
+
+def _row(cell: Cell, dtype: str, estimate: MemoryEstimate, budgets_gb: list[float]) -> list[str]:
+    needed = f"{estimate.total_bytes(cell.paper_batch) / GIB:.2f}" if cell.paper_batch else "-"
+    fits = [str(estimate.largest_batch(int(gb * GIB))) for gb in budgets_gb]
+    return [
+        cell.label,
+        dtype,
+        f"{estimate.bytes_per_clip / GIB:.3f}",
+        f"{estimate.fixed_bytes / GIB:.2f}",
+        needed,
+        *fits,
+    ]
+
+
+def _footer(estimate: MemoryEstimate, crop: int) -> str:
+    return (
+        f"Clips are T x {crop} x {crop}. Per clip: activation peak of forward + backward. Fixed: "
+        f"parameters, gradients, optimizer state, buffers, autocast weight copies and a "
+        f"{estimate.workspace_bytes / GIB:.2f} GiB workspace margin. Largest batch b: "
+        f"fixed + b x per clip x {1 + estimate.fragmentation_margin:.2f} (allocator "
+        "fragmentation margin) <= budget. BN rows: the per-device batch is the BN statistics "
+        "batch. GN rows: accumulation steps give the same gradients as a larger batch."
+    )
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, width=100, break_on_hyphens=False)
+
+
+def estimate_cells(args: argparse.Namespace, cells: list[Cell]) -> dict[tuple, MemoryEstimate]:
+    """Estimate each distinct (norm, frames, dtype) once; rows sharing a clip share it."""
+    estimates: dict[tuple, MemoryEstimate] = {}
+    for cell in cells:
+        for dtype in args.dtype:
+            key = (cell.norm, cell.num_frames, dtype)
+            if key not in estimates:
+                estimates[key] = estimate_memory(
+                    model_kwargs(args, cell.norm),
+                    num_frames=cell.num_frames,
+                    crop_size=args.crop,
+                    dtype=dtype,
+                    channels_last=args.channels_last,
+                    optimizer=args.optimizer,
+                    workspace_bytes=int(args.workspace_gb * GIB),
+                )
+    return estimates
+
+
+def print_plans(args: argparse.Namespace, cells: list[Cell], estimates: dict) -> None:
+    """The plan of each row for ``--target-batch`` on ``--world-size`` devices."""
+    for cell in cells:
+        kind = batch_statistics(build_meta_model(model_kwargs(args, cell.norm)), cell.norm)
+        for dtype in args.dtype:
+            label = f"{cell.label} {dtype}"
+            try:
+                plan = plan_from_estimate(
+                    estimates[cell.norm, cell.num_frames, dtype],
+                    int(args.budget_gb * GIB),
+                    batch_statistics=kind,
+                    target_total_batch=args.target_batch,
+                    world_size=args.world_size,
+                )
+            except ValueError as e:
+                print(f"\n{label}: no plan: {e}")
+                continue
+            print("\n" + _wrap(f"{label}: {plan.describe()}"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cells = args.cell or list(TABLE8_CELLS)
+    try:
+        estimates = estimate_cells(args, cells)
+    except (TypeError, ValueError) as e:
+        print(f"videogn-plan: {e}", file=sys.stderr)
+        return 2
+    rows = [
+        _row(cell, dtype, estimates[cell.norm, cell.num_frames, dtype], args.budgets_gb)
+        for cell in cells
+        for dtype in args.dtype
+    ]
+    budgets = [f"{gb:g} GiB" for gb in args.budgets_gb]
+    headers = ["cell", "dtype", "GiB/clip", "fixed GiB", "paper bs needs GiB", *budgets]
+    print(format_table(headers, rows, args.markdown))
+    print()
+    print(_wrap(_footer(next(iter(estimates.values())), args.crop)))
+    if args.target_batch:
+        print_plans(args, cells, estimates)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
