@@ -1,0 +1,9 @@
+"""From a video file to a normalized clip tensor; read the modules in this order.
+
+lists.py        `path label` lists -> [VideoRecord]; class files
+decoders.py     decode(path, frame_indices) -> uint8 [T, H, W, 3]; PyAV and decord backends
+samplers.py     pure index logic: random F x I train clips, K uniform test clips
+transforms.py   scale jitter, crops, flip, normalization presets
+dataset.py      record -> sampler -> decoder -> transform, with the bad-video policy
+demo.py         the built-in synthetic dataset; kinetics.py and check.py back `videogn-data`
+"""
