@@ -1,0 +1,152 @@
+"""Transforms: shapes, normalization, crop geometry, flip, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from videogn.data.transforms import (
+    NORMALIZATIONS,
+    TestTransform,
+    TrainTransform,
+    normalization,
+)
+
+MEAN, STD = NORMALIZATIONS["torchvision"]
+
+
+def constant_clip(value, frames=4, height=256, width=340) -> np.ndarray:
+    clip = np.empty((frames, height, width, 3), np.uint8)
+    clip[:] = value
+    return clip
+
+
+def column_clip(frames=2, height=256, width=340) -> np.ndarray:
+    """Red channel = column index (mod 256), green = row index: shows where a crop came from."""
+    clip = np.zeros((frames, height, width, 3), np.uint8)
+    clip[..., 0] = np.arange(width) % 256
+    clip[..., 1] = (np.arange(height) % 256)[:, None]
+    return clip
+
+
+def unnormalize(x: torch.Tensor, mean=MEAN, std=STD) -> torch.Tensor:
+    """float [3, T, H, W] back to 0-255 pixel units."""
+    return (x * torch.tensor(std).view(3, 1, 1, 1) + torch.tensor(mean).view(3, 1, 1, 1)) * 255
+
+
+def test_train_output_shape_dtype_and_normalization():
+    transform = TrainTransform(mean=MEAN, std=STD)
+    out = transform(constant_clip((10, 128, 250)), np.random.default_rng(0))
+    assert out.shape == (3, 4, 224, 224) and out.dtype == torch.float32 and out.is_contiguous()
+    for c, value in enumerate((10, 128, 250)):
+        expected = (value / 255 - MEAN[c]) / STD[c]
+        assert torch.allclose(out[c], torch.full_like(out[c], expected), atol=1e-5)
+
+
+def test_train_is_deterministic_given_the_rng_and_varies_otherwise():
+    clip = column_clip()
+    transform = TrainTransform()
+    a = transform(clip, np.random.default_rng(5))
+    b = transform(clip, np.random.default_rng(5))
+    c = transform(clip, np.random.default_rng(6))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_flip_mirrors_the_same_crop():
+    clip = column_clip()
+    kept = TrainTransform(flip_p=0.0)(clip, np.random.default_rng(3))
+    flipped = TrainTransform(flip_p=1.0)(clip, np.random.default_rng(3))
+    assert torch.equal(flipped, kept.flip(-1))
+
+
+def test_scale_jitter_covers_the_range_and_the_box_stays_inside():
+    transform = TrainTransform(scale_range=(256, 320), crop_size=224)
+    rng = np.random.default_rng(0)
+    sides = set()
+    for _ in range(2000):
+        params = transform.sample_params(256, 340, rng)
+        top, left, box_h, box_w = params["box"]
+        sides.add(params["short_side"])
+        assert top >= 0 and top + box_h <= 256 and left >= 0 and left + box_w <= 340
+        # The region is what a 224 crop covers at that scale.
+        assert abs(box_h - 224 * 256 / params["short_side"]) <= 1
+    assert sides == set(range(256, 321))
+
+
+def test_crop_then_resize_matches_resize_then_crop_on_smooth_content():
+    yy, xx = np.mgrid[0:256, 0:340]
+    smooth = np.stack([xx * 0.6, yy * 0.8, (xx + yy) * 0.3], -1).astype(np.uint8)[None].repeat(2, 0)
+    transform = TrainTransform(flip_p=0.0, mean=(0, 0, 0), std=(1, 1, 1))
+    rng_params, rng_call = np.random.default_rng(9), np.random.default_rng(9)
+    params = transform.sample_params(256, 340, rng_params)
+    ours = transform(smooth, rng_call) * 255
+    # Reference: scale the whole clip, then crop at the same place in scaled coordinates.
+    side = params["short_side"]
+    scaled_w = int(side * 340 / 256)
+    full = torch.from_numpy(smooth).permute(0, 3, 1, 2).float()
+    full = F.interpolate(full, size=(side, scaled_w), mode="bilinear", align_corners=False)
+    top = round(params["box"][0] * side / 256)
+    left = round(params["box"][1] * scaled_w / 340)
+    reference = full[:, :, top : top + 224, left : left + 224].permute(1, 0, 2, 3)
+    assert (ours - reference).abs().mean() < 2.0
+
+
+def test_test_transform_three_crops_along_the_long_side():
+    out = TestTransform(short_side=256, crop_size=224, num_crops=3, mean=(0, 0, 0), std=(1, 1, 1))(
+        column_clip(width=340)
+    )
+    assert out.shape == (3, 3, 2, 224, 224)
+    left_columns = [round(float(view[0, 0, 0, 0]) * 255) for view in out]
+    assert left_columns == [0, 58, 116]  # start, centre, end of the 340-wide frame
+    assert all(round(float(view[1, 0, 0, 0]) * 255) == 16 for view in out)  # centred rows
+
+
+def test_test_transform_portrait_crops_run_top_to_bottom():
+    out = TestTransform(crop_size=256, num_crops=3, mean=(0, 0, 0), std=(1, 1, 1))(
+        column_clip(height=340, width=256)
+    )
+    top_rows = [round(float(view[1, 0, 0, 0]) * 255) for view in out]
+    assert top_rows == [0, 42, 84]
+
+
+def test_test_transform_resizes_the_short_side_then_centre_crops():
+    clip = constant_clip(200, frames=3, height=720, width=1280)
+    out = TestTransform(short_side=256, crop_size=224, num_crops=1, mean=MEAN, std=STD)(clip)
+    assert out.shape == (1, 3, 3, 224, 224)
+    assert torch.allclose(unnormalize(out[0]), torch.full((3, 3, 224, 224), 200.0), atol=1e-3)
+
+
+def test_fully_convolutional_256_crops():
+    out = TestTransform(short_side=256, crop_size=256, num_crops=3)(
+        constant_clip(0, height=240, width=426)
+    )
+    assert out.shape == (3, 3, 4, 256, 256)
+
+
+def test_numpy_and_torch_inputs_agree():
+    clip = column_clip()
+    transform = TestTransform()
+    assert torch.equal(transform(clip), transform(torch.from_numpy(clip)))
+
+
+def test_bad_inputs_and_arguments_are_rejected():
+    with pytest.raises(ValueError, match="uint8"):
+        TestTransform()(np.zeros((2, 256, 256, 3), np.float32))
+    with pytest.raises(ValueError, match="crop_size"):
+        TrainTransform(scale_range=(200, 300), crop_size=224)
+    with pytest.raises(ValueError, match="num_crops"):
+        TestTransform(num_crops=2)
+    with pytest.raises(ValueError, match="std"):
+        TrainTransform(mean=(0, 0, 0), std=(1, 0, 1))
+
+
+def test_normalization_presets():
+    assert normalization("caffe2") == ((0.45,) * 3, (0.225,) * 3)
+    mean, std = normalization("caffe2_msra")
+    out = TestTransform(mean=mean, std=std)(constant_clip((123, 116, 103), height=256, width=256))
+    # Caffe2 MSRA weights expect 0-255 pixels minus the pixel mean.
+    assert torch.allclose(out[0, :, 0, 0, 0], torch.tensor([0.2283, 0.0535, 0.0199]), atol=1e-3)
+    with pytest.raises(ValueError, match="torchvision"):
+        normalization("imagenet21k")

@@ -1,0 +1,188 @@
+"""`videogn-data`: build Kinetics lists, check videos, generate the demo dataset."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+from pathlib import Path
+
+EPILOG = """examples:
+  # train list from the official CSV and a folder of downloaded clips
+  videogn-data build --csv kinetics400/train.csv --videos /data/k400/train \\
+      --classes data_lists/kinetics400/classes.txt --out data_lists/kinetics400/train.txt
+
+  # probe every video (4 processes); writes train.report.tsv and train.clean.txt
+  videogn-data check data_lists/kinetics400/train.txt --root /data/k400/train --workers 4
+
+  # generate (or reuse) the built-in demo dataset
+  videogn-data demo --cache-dir .cache/videogn
+"""
+
+
+def _add_build(subparsers) -> None:
+    p = subparsers.add_parser(
+        "build",
+        help="build a `path label` list from a Kinetics CSV and a folder of clips",
+        description="Match the rows of an official Kinetics annotation CSV to downloaded clips "
+        "named <youtube_id>_<start:06d>_<end:06d>.<ext> or <class dir>/<youtube_id>.<ext> "
+        "(mp4, mkv or webm) and write a `path label` list; report the missing clips.",
+    )
+    p.add_argument(
+        "--csv", required=True, help="official annotation CSV (label,youtube_id,time_start,...)"
+    )
+    p.add_argument("--videos", required=True, help="folder holding the downloaded clips")
+    p.add_argument(
+        "--classes", default="data_lists/kinetics400/classes.txt", help="class names, one per line"
+    )
+    p.add_argument("--out", required=True, help="list to write")
+    p.add_argument("--split", default=None, help="keep only CSV rows of this split (e.g. train)")
+    p.add_argument("--missing", default=None, help="also write the missing clips here (CSV rows)")
+    p.add_argument(
+        "--absolute",
+        action="store_true",
+        help="write absolute paths instead of paths relative to --videos",
+    )
+
+
+def _add_check(subparsers) -> None:
+    p = subparsers.add_parser(
+        "check",
+        help="probe every video of a list; write a report and a clean list",
+        description="Open every video of LIST in parallel, decode its first and last frames "
+        "(every frame with --full), and write a TSV report (path, status, reason, frames, fps, "
+        "width, height) and a clean list without unreadable or too-short videos.",
+    )
+    p.add_argument("list", help="`path label` list to check")
+    p.add_argument(
+        "--root", default=None, help="folder that relative paths in LIST are relative to"
+    )
+    p.add_argument("--backend", default="pyav", choices=("pyav", "decord"))
+    p.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)"
+    )
+    p.add_argument(
+        "--min-frames",
+        type=int,
+        default=64,
+        help="videos with fewer frames are 'short' and left out of the clean list "
+        "(default 64: a 32x2 window)",
+    )
+    p.add_argument(
+        "--full", action="store_true", help="decode every frame, not only the first and last"
+    )
+    p.add_argument("--report", default=None, help="report path (default: LIST with .report.tsv)")
+    p.add_argument(
+        "--clean-list", default=None, help="clean list path (default: LIST with .clean.txt)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _add_demo(subparsers) -> None:
+    p = subparsers.add_parser(
+        "demo",
+        help="generate (or reuse) the built-in synthetic demo dataset",
+        description="Write the deterministic demo dataset (H.264 videos and Kinetics-style lists) "
+        "under CACHE_DIR/demo_<hash>/ and print where it is.",
+    )
+    p.add_argument("--cache-dir", default=".cache/videogn", help="parent folder of the dataset")
+    p.add_argument("--num-classes", type=int, default=8)
+    p.add_argument("--frames-per-video", type=int, default=48)
+    p.add_argument("--frame-size", type=int, default=64)
+    p.add_argument("--event-gap", type=int, default=12)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run_build(args) -> int:
+    from videogn.data.kinetics import build_kinetics_list, read_kinetics_csv
+    from videogn.data.lists import read_classes, write_video_list
+
+    clips = read_kinetics_csv(args.csv, split=args.split)
+    records, missing = build_kinetics_list(
+        clips, read_classes(args.classes), args.videos, args.absolute
+    )
+    write_video_list(records, args.out)
+    print(f"wrote {len(records)} of {len(clips)} clips to {args.out}; {len(missing)} missing")
+    if args.missing:
+        with open(args.missing, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["label", "youtube_id", "time_start", "time_end", "split"])
+            for c in missing:
+                writer.writerow([c.label, c.youtube_id, c.time_start, c.time_end, c.split])
+        print(f"missing clips listed in {args.missing}")
+    return 0
+
+
+def run_check(args) -> int:
+    from videogn.data.check import check_videos, clean_records, summarize, write_report
+    from videogn.data.lists import VideoRecord, parse_list_line, write_video_list
+
+    records = []
+    with open(args.list, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            record = parse_list_line(line, source=args.list, line_no=line_no)
+            if record is not None:
+                records.append(record)
+    resolved = [
+        r.path if args.root is None or os.path.isabs(r.path) else os.path.join(args.root, r.path)
+        for r in records
+    ]
+    results = check_videos(
+        [(r.path, p) for r, p in zip(records, resolved, strict=True)],
+        backend=args.backend,
+        min_frames=args.min_frames,
+        full=args.full,
+        workers=args.workers,
+        progress=not args.no_progress,
+    )
+    stem = Path(args.list).with_suffix("")
+    report = args.report or f"{stem}.report.tsv"
+    clean_list = args.clean_list or f"{stem}.clean.txt"
+    write_report(results, report)
+    clean = clean_records(records, results)
+    write_video_list([VideoRecord(r.path, r.label) for r in clean], clean_list)
+    print(summarize(results))
+    print(f"report: {report}\nclean list ({len(clean)} videos): {clean_list}")
+    return 0
+
+
+def run_demo(args) -> int:
+    from videogn.data.demo import ensure_demo_dataset
+
+    demo = ensure_demo_dataset(
+        args.cache_dir,
+        num_classes=args.num_classes,
+        frames_per_video=args.frames_per_video,
+        frame_size=args.frame_size,
+        event_gap=args.event_gap,
+        seed=args.seed,
+    )
+    print(
+        f"demo dataset: {demo.root}\n  train list: {demo.train_list}\n  val list: {demo.val_list}"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="videogn-data",
+        description="Data tools for videogn: Kinetics lists, video checks, the demo dataset.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_build(subparsers)
+    _add_check(subparsers)
+    _add_demo(subparsers)
+    args = parser.parse_args(argv)
+    runner = {"build": run_build, "check": run_check, "demo": run_demo}[args.command]
+    try:
+        return runner(args)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"videogn-data {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""Built-in demo dataset: small synthetic H.264 videos whose classes need temporal context.
+
+Each video shows a textured background with per-frame noise, a white disk moving in one of up
+to 8 directions, a red and a blue square that flash once each `event_gap` frames apart, and
+distractor flashes in other colours. The class is (direction, which flash comes first):
+    label = 2 * direction + order, order 0 = red then blue, 1 = blue then red.
+Direction is visible in any two frames; the order needs a clip whose window covers both
+flashes, so clip length matters, and a larger `event_gap` makes short clips see the order
+less often (the knob for clip-length experiments).
+
+Videos are written with PyAV (libx264 when the wheel has it, see `video_writer`) under
+`<cache_dir>/demo_<hash of params>/`, with Kinetics-style `path label` lists. Generation is
+deterministic; a second call with the same parameters reuses the files (checked against
+`manifest.json`), and concurrent callers (e.g. DDP ranks) do not clobber each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from videogn.data.video_writer import write_video
+
+GENERATOR_VERSION = 1
+DIRECTIONS = {  # name: (dy, dx); opposite pairs first, so 4 classes = right/left x 2 orders
+    "right": (0, 1),
+    "left": (0, -1),
+    "down": (1, 0),
+    "up": (-1, 0),
+    "down_right": (1, 1),
+    "up_left": (-1, -1),
+    "down_left": (1, -1),
+    "up_right": (-1, 1),
+}
+EVENT_COLOURS = {"red": (230, 30, 30), "blue": (30, 60, 230)}
+DISTRACTOR_COLOURS = ((40, 200, 40), (230, 220, 40), (200, 40, 200))
+SPLITS = ("train", "val")
+
+
+@dataclass(frozen=True)
+class DemoParams:
+    """Everything that determines the generated files (hashed into the cache key)."""
+
+    num_classes: int = 8
+    train_videos_per_class: int = 24
+    val_videos_per_class: int = 8
+    frames_per_video: int = 48
+    frame_size: int = 64
+    fps: int = 25
+    event_gap: int = 12
+    event_length: int = 3
+    speed: float = 1.25
+    noise_std: float = 12.0
+    distractors: int = 2
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.num_classes % 2 or not 2 <= self.num_classes <= 2 * len(DIRECTIONS):
+            raise ValueError(
+                f"num_classes must be even, 2..{2 * len(DIRECTIONS)}, got {self.num_classes}"
+            )
+        if self.frame_size < 16 or self.frame_size % 2:
+            raise ValueError(f"frame_size must be even and >= 16, got {self.frame_size}")
+        if self.event_gap < self.event_length or self.event_length < 1:
+            raise ValueError(
+                f"need event_gap ({self.event_gap}) >= event_length ({self.event_length}) >= 1"
+            )
+        if self.frames_per_video < self.event_gap + self.event_length:
+            raise ValueError(
+                f"frames_per_video ({self.frames_per_video}) must fit both events: "
+                f">= event_gap + event_length = {self.event_gap + self.event_length}"
+            )
+        if min(self.train_videos_per_class, self.val_videos_per_class) < 1:
+            raise ValueError("need at least one train and one val video per class")
+
+    def key(self) -> str:
+        text = json.dumps({"version": GENERATOR_VERSION, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class DemoDataset:
+    """Where a generated demo dataset lives; list paths are relative to `root`."""
+
+    root: Path
+    train_list: Path
+    val_list: Path
+    classes_file: Path
+    num_classes: int
+    params: DemoParams
+
+
+def class_names(num_classes: int) -> list[str]:
+    directions = list(DIRECTIONS)[: num_classes // 2]
+    return [
+        f"{direction}_{first}_then_{second}"
+        for direction in directions
+        for first, second in (("red", "blue"), ("blue", "red"))
+    ]
+
+
+def render_video(
+    params: DemoParams, label: int, rng: np.random.Generator
+) -> tuple[np.ndarray, dict]:
+    """Frames uint8 [T, S, S, 3] of one video of class `label`, and its event annotation."""
+    size, frames_n = params.frame_size, params.frames_per_video
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    # Grey-ish backgrounds keep the red and blue flashes visible on every video.
+    base = (rng.uniform(60, 140) + rng.uniform(-15, 15, size=3)).astype(np.float32)
+    tilt = rng.uniform(-1.0, 1.0, size=(2, 3)).astype(np.float32) * 40 / size
+    background = base + yy[..., None] * tilt[0] + xx[..., None] * tilt[1]
+    background += 10 * rng.standard_normal((size, size, 3), dtype=np.float32)
+    video = params.noise_std * rng.standard_normal((frames_n, size, size, 3), dtype=np.float32)
+    video += background
+
+    # The moving disk wraps around the frame, so it is always visible and keeps its direction.
+    dy, dx = list(DIRECTIONS.values())[label // 2]
+    step = params.speed / float(np.hypot(dy, dx))
+    radius = max(size / 12, 2.5)
+    y0, x0 = rng.uniform(0, size, size=2)
+    t = np.arange(frames_n, dtype=np.float32)[:, None, None]
+    dist_y = np.abs(yy - (y0 + dy * step * t) % size)
+    dist_x = np.abs(xx - (x0 + dx * step * t) % size)
+    dist_y, dist_x = np.minimum(dist_y, size - dist_y), np.minimum(dist_x, size - dist_x)
+    video[dist_y**2 + dist_x**2 <= radius**2] = 245.0
+
+    first = int(rng.integers(0, frames_n - params.event_gap - params.event_length + 1))
+    order = ("red", "blue") if label % 2 == 0 else ("blue", "red")
+    events = [(first, EVENT_COLOURS[order[0]]), (first + params.event_gap, EVENT_COLOURS[order[1]])]
+    for _ in range(params.distractors):
+        colour = DISTRACTOR_COLOURS[int(rng.integers(len(DISTRACTOR_COLOURS)))]
+        events.append((int(rng.integers(0, frames_n - params.event_length + 1)), colour))
+    square = max(size // 6, 3)
+    for start, colour in events:
+        top, left = rng.integers(0, size - square + 1, size=2)
+        video[start : start + params.event_length, top : top + square, left : left + square] = (
+            colour
+        )
+    annotation = {"label": label, "first_event": first, "second_event": first + params.event_gap}
+    return np.clip(video, 0, 255).astype(np.uint8), annotation
+
+
+def _generate(params: DemoParams, out_dir: Path) -> dict:
+    names = class_names(params.num_classes)
+    (out_dir / "classes.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
+    annotations, encoder = {}, None
+    for split_id, split in enumerate(SPLITS):
+        per_class = (
+            params.train_videos_per_class if split == "train" else params.val_videos_per_class
+        )
+        lines = []
+        for label, name in enumerate(names):
+            (out_dir / split / name).mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                rng = np.random.default_rng([params.seed, split_id, label, i])
+                frames, annotation = render_video(params, label, rng)
+                rel = f"{split}/{name}/{split}_{label:02d}_{i:04d}.mp4"
+                encoder = write_video(out_dir / rel, frames, fps=params.fps, gop=12, quality=23)
+                annotations[rel] = annotation
+                lines.append(f"{rel} {label}")
+        (out_dir / f"{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (out_dir / "annotations.json").write_text(json.dumps(annotations, indent=0), encoding="utf-8")
+    return {"encoder": encoder, "num_videos": len(annotations), "files": sorted(annotations)}
+
+
+def _is_complete(root: Path, params: DemoParams) -> bool:
+    try:
+        manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if manifest.get("params") != asdict(params) or manifest.get("version") != GENERATOR_VERSION:
+        return False
+    return all((root / rel).is_file() for rel in manifest.get("files", ()))
+
+
+def ensure_demo_dataset(cache_dir: str | os.PathLike, **params) -> DemoDataset:
+    """Generate the demo dataset under `cache_dir` unless an identical one is there already.
+
+    Args:
+        cache_dir: parent folder; the dataset goes to `<cache_dir>/demo_<params hash>/`.
+        **params: fields of `DemoParams` (num_classes, train_videos_per_class, ...,
+            frames_per_video, frame_size, event_gap, seed).
+    """
+    unknown = set(params) - set(DemoParams.__dataclass_fields__)
+    if unknown:
+        raise TypeError(
+            f"unknown demo parameters {sorted(unknown)}; "
+            f"known: {sorted(DemoParams.__dataclass_fields__)}"
+        )
+    spec = DemoParams(**params)
+    spec.validate()
+    cache_dir = Path(cache_dir)
+    root = cache_dir / f"demo_{spec.key()}"
+    if not _is_complete(root, spec):
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=cache_dir))
+        try:
+            summary = _generate(spec, staging)
+            manifest = {"version": GENERATOR_VERSION, "params": asdict(spec), **summary}
+            (staging / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+            _publish(staging, root, spec)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return DemoDataset(
+        root=root,
+        train_list=root / "train.txt",
+        val_list=root / "val.txt",
+        classes_file=root / "classes.txt",
+        num_classes=spec.num_classes,
+        params=spec,
+    )
+
+
+def _publish(staging: Path, root: Path, spec: DemoParams) -> None:
+    """Move a finished dataset into place; a concurrent finisher's identical copy wins."""
+    if root.exists() and not _is_complete(root, spec):
+        shutil.rmtree(root, ignore_errors=True)  # leftover of an interrupted run
+    try:
+        os.rename(staging, root)
+    except OSError:
+        if not _is_complete(root, spec):
+            raise

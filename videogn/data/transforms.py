@@ -1,0 +1,200 @@
+"""Spatial transforms on whole clips: uint8 until the last step, float32 [C, T, H, W] out.
+
+Train: short-side scale jitter S ~ U{256..320}, a random 224 crop of the scaled clip, a
+    horizontal flip with p=0.5, normalization. The crop is taken first in source coordinates
+    and only that region is resized (bilinear, antialiased), which equals scaling the whole
+    clip and then cropping up to sub-pixel rounding of the region, at a fraction of the cost.
+Test: short side to 256 (the long side keeps the aspect ratio), then 1 centre crop, or 3
+    crops (start, centre, end of the long side; centred on the short side), of `crop_size`
+    (224, or 256 for fully-convolutional testing): float32 [S, C, T, H, W].
+Normalization: y = (x / 255 - mean) / std per RGB channel, mean and std in 0-1 units; they
+    must match the pretrained weights, so they are explicit arguments with named presets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# (mean, std) per RGB channel in 0-1 units.
+NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    # torchvision / ImageNet models (also MMAction2's 123.675/58.395 on 0-255 pixels).
+    "torchvision": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    # Caffe2 video models (Non-local, SlowFast): 0-255 pixels minus 114.75, divided by 57.375.
+    "caffe2": ((0.45, 0.45, 0.45), (0.225, 0.225, 0.225)),
+    # Caffe2/Detectron MSRA ImageNet ResNets: 0-255 pixels minus the RGB pixel mean, std 1
+    # (those weights expect BGR order: flip the first conv's input channels when loading).
+    "caffe2_msra": ((122.7717 / 255, 115.9465 / 255, 102.9801 / 255), (1 / 255,) * 3),
+    # No centring: x / 255.
+    "unit": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+}
+
+
+def normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of a named preset."""
+    if name not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalization {name!r}; choose one of {sorted(NORMALIZATIONS)}")
+    return NORMALIZATIONS[name]
+
+
+def _as_tchw_uint8(frames) -> torch.Tensor:
+    """[T, H, W, 3] uint8 (numpy or torch) -> [T, 3, H, W] view, channels-last in memory."""
+    clip = (
+        torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
+    )
+    if clip.dtype != torch.uint8 or clip.ndim != 4 or clip.shape[-1] != 3:
+        raise ValueError(
+            f"expected uint8 frames [T, H, W, 3], got {tuple(clip.shape)} {clip.dtype}"
+        )
+    return clip.permute(0, 3, 1, 2)
+
+
+def _resize(clip: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(clip.shape[-2:]) == tuple(size):
+        return clip
+    # The uint8 kernels run fastest on contiguous channels-last input (a crop view is not).
+    clip = clip.contiguous(memory_format=torch.channels_last)
+    return F.interpolate(clip, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def _scaled_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """Frame size with the short side at `short_side`, as torchvision's Resize(int) computes it."""
+    if height <= width:
+        return short_side, int(short_side * width / height)
+    return int(short_side * height / width), short_side
+
+
+class _Normalize:
+    def __init__(self, mean, std):
+        mean = torch.as_tensor(mean, dtype=torch.float64)
+        std = torch.as_tensor(std, dtype=torch.float64)
+        if mean.shape != (3,) or std.shape != (3,) or not bool((std > 0).all()):
+            raise ValueError(f"mean and std need 3 values, std > 0; got mean={mean}, std={std}")
+        self.mean, self.std = tuple(mean.tolist()), tuple(std.tolist())
+        # (x / 255 - mean) / std == x * scale + shift: one pass per channel, uint8 in, float out.
+        self._scale = (1.0 / (255.0 * std)).tolist()
+        self._shift = [torch.tensor(v, dtype=torch.float32) for v in (-mean / std).tolist()]
+
+    def __call__(self, clip_tchw: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 [..., T, 3, H, W] -> float32 [..., 3, T, H, W] (into `out` when given)."""
+        *lead, frames, _, height, width = clip_tchw.shape
+        shape = (*lead, 3, frames, height, width)
+        if out is None:
+            out = torch.empty(shape, dtype=torch.float32)
+        elif tuple(out.shape) != shape or out.dtype != torch.float32:
+            raise ValueError(f"out must be float32 {shape}, got {out.dtype} {tuple(out.shape)}")
+        for c in range(3):
+            torch.add(
+                self._shift[c], clip_tchw.select(-3, c), alpha=self._scale[c], out=out.select(-4, c)
+            )
+        return out
+
+
+class TrainTransform:
+    """Scale jitter, random crop, random flip, normalization (module docstring has details)."""
+
+    def __init__(
+        self,
+        scale_range: tuple[int, int] = (256, 320),
+        crop_size: int = 224,
+        flip_p: float = 0.5,
+        mean=NORMALIZATIONS["torchvision"][0],
+        std=NORMALIZATIONS["torchvision"][1],
+    ):
+        low, high = (int(v) for v in scale_range)
+        if not 0 < low <= high:
+            raise ValueError(
+                f"scale_range must be (low, high) with 0 < low <= high, got {scale_range}"
+            )
+        if crop_size > low:
+            raise ValueError(f"crop_size {crop_size} is larger than the smallest scale {low}")
+        if not 0.0 <= flip_p <= 1.0:
+            raise ValueError(f"flip_p must be in [0, 1], got {flip_p}")
+        self.scale_range, self.crop_size, self.flip_p = (low, high), int(crop_size), flip_p
+        self.normalize = _Normalize(mean, std)
+
+    def sample_params(self, height: int, width: int, rng: np.random.Generator) -> dict:
+        """Random scale, crop box in source pixels, and flip for a clip of this frame size."""
+        short_side = int(rng.integers(self.scale_range[0], self.scale_range[1] + 1))
+        scaled_h, scaled_w = _scaled_size(height, width, short_side)
+        crop = self.crop_size
+        top = int(rng.integers(0, scaled_h - crop + 1))
+        left = int(rng.integers(0, scaled_w - crop + 1))
+        sy, sx = scaled_h / height, scaled_w / width
+        box_h = min(max(round(crop / sy), 1), height)
+        box_w = min(max(round(crop / sx), 1), width)
+        box_top = min(round(top / sy), height - box_h)
+        box_left = min(round(left / sx), width - box_w)
+        flip = bool(rng.random() < self.flip_p)
+        return {"short_side": short_side, "box": (box_top, box_left, box_h, box_w), "flip": flip}
+
+    def __call__(self, frames, rng: np.random.Generator | None = None) -> torch.Tensor:
+        """uint8 [T, H, W, 3] -> float32 [3, T, crop, crop]."""
+        clip = _as_tchw_uint8(frames)
+        rng = np.random.default_rng() if rng is None else rng
+        params = self.sample_params(clip.shape[-2], clip.shape[-1], rng)
+        top, left, box_h, box_w = params["box"]
+        region = clip[:, :, top : top + box_h, left : left + box_w]
+        crop = _resize(region, (self.crop_size, self.crop_size))
+        if params["flip"]:
+            crop = crop.flip(-1)
+        return self.normalize(crop)
+
+    def __repr__(self) -> str:
+        return (
+            f"TrainTransform(scale_range={self.scale_range}, crop_size={self.crop_size}, "
+            f"flip_p={self.flip_p}, mean={self.normalize.mean}, std={self.normalize.std})"
+        )
+
+
+class TestTransform:
+    """Short-side resize, then 1 centre crop or 3 crops along the long side, normalization."""
+
+    __test__ = False  # not a pytest test class despite the name
+
+    def __init__(
+        self,
+        short_side: int = 256,
+        crop_size: int = 224,
+        num_crops: int = 1,
+        mean=NORMALIZATIONS["torchvision"][0],
+        std=NORMALIZATIONS["torchvision"][1],
+    ):
+        if num_crops not in (1, 3):
+            raise ValueError(f"num_crops must be 1 or 3, got {num_crops}")
+        if crop_size > short_side:
+            raise ValueError(f"crop_size {crop_size} is larger than short_side {short_side}")
+        self.short_side, self.crop_size, self.num_crops = int(short_side), int(crop_size), num_crops
+        self.normalize = _Normalize(mean, std)
+
+    def crop_boxes(self, height: int, width: int) -> list[tuple[int, int]]:
+        """(top, left) of each crop in a frame already resized to the short side."""
+        crop = self.crop_size
+        centre = ((height - crop) // 2, (width - crop) // 2)
+        if self.num_crops == 1:
+            return [centre]
+        if height > width:  # portrait: crops run top to bottom
+            return [(top, centre[1]) for top in (0, centre[0], height - crop)]
+        return [(centre[0], left) for left in (0, centre[1], width - crop)]
+
+    def __call__(self, frames, out: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 [T, H, W, 3] -> float32 [num_crops, 3, T, crop, crop] (into `out` if given)."""
+        clip = _as_tchw_uint8(frames)
+        clip = _resize(clip, _scaled_size(clip.shape[-2], clip.shape[-1], self.short_side))
+        crop = self.crop_size
+        boxes = self.crop_boxes(clip.shape[-2], clip.shape[-1])
+        shape = (len(boxes), 3, clip.shape[0], crop, crop)
+        if out is None:
+            out = torch.empty(shape, dtype=torch.float32)
+        elif tuple(out.shape) != shape:
+            raise ValueError(f"out must have shape {shape}, got {tuple(out.shape)}")
+        for view, (top, left) in zip(out, boxes, strict=True):
+            self.normalize(clip[:, :, top : top + crop, left : left + crop], out=view)
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"TestTransform(short_side={self.short_side}, crop_size={self.crop_size}, "
+            f"num_crops={self.num_crops}, mean={self.normalize.mean}, std={self.normalize.std})"
+        )
