@@ -14,6 +14,8 @@ from functools import partial
 import torch
 from torch import nn
 
+from videogn.models.group_norm import ChannelsLastGroupNorm
+
 NormLayer = Callable[[int], nn.Module]
 
 
@@ -56,6 +58,8 @@ def _group_norm(
     channels_per_group: int | None = None,
     eps: float = 1e-5,
 ) -> nn.GroupNorm:
+    # ChannelsLastGroupNorm is an nn.GroupNorm (same parameters and state-dict keys) whose
+    # channels-last CPU path is faster and numerically stable; NCDHW runs torch's kernel.
     if channels_per_group is not None:
         if num_channels % channels_per_group:
             raise ValueError(
@@ -67,7 +71,7 @@ def _group_norm(
         groups = min(num_groups, num_channels)
     if num_channels % groups:
         raise ValueError(f"gn: num_groups={groups} does not divide {num_channels} channels")
-    return nn.GroupNorm(groups, num_channels, eps=eps)
+    return ChannelsLastGroupNorm(groups, num_channels, eps=eps)
 
 
 def _identity(num_channels: int) -> nn.Module:
