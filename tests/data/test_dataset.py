@@ -16,7 +16,12 @@ from videogn.data.dataset import (
 from videogn.data.decoders import decode
 from videogn.data.lists import VideoRecord
 from videogn.data.samplers import TestClipSampler, TrainClipSampler
-from videogn.data.transforms import TestTransform, TrainTransform
+from videogn.data.transforms import (
+    NORMALIZATIONS,
+    TestTransform,
+    TrainTransform,
+    normalize_on_device,
+)
 from videogn.data.video_writer import write_video
 
 NUM_GOOD = 4
@@ -154,3 +159,34 @@ def test_dataset_arguments_are_checked(video_records):
     with pytest.raises(ValueError, match="max_failure_fraction"):
         train_dataset(video_records["good"], max_failure_fraction=1.5)
     assert np.isfinite(train_dataset(video_records["good"])[0]["clip"].numpy()).all()
+
+
+def test_uint8_output_through_a_loader_normalizes_to_the_float_batch(video_records):
+    """The option the engine can adopt: uint8 batches, normalized where the model runs."""
+    records = video_records["good"]
+    float_set = train_dataset(records)
+    uint8_set = VideoClipDataset(
+        records,
+        sampler=TrainClipSampler(4, 2),
+        transform=TrainTransform(scale_range=(40, 48), crop_size=32, output_dtype="uint8"),
+    )
+    as_float = next(iter(DataLoader(float_set, batch_size=4)))["clip"]
+    as_uint8 = next(iter(DataLoader(uint8_set, batch_size=4, num_workers=1)))["clip"]
+    assert as_uint8.dtype == torch.uint8 and as_uint8.shape == as_float.shape == (4, 3, 4, 32, 32)
+    assert torch.equal(normalize_on_device(as_uint8, *NORMALIZATIONS["torchvision"]), as_float)
+
+
+def test_uint8_test_views_and_collate(video_records):
+    sampler = TestClipSampler(4, 2, num_clips=2)
+    records = [video_records["good"][0], video_records["bad"][0], video_records["good"][1]]
+    kwargs = dict(short_side=48, crop_size=32, num_crops=3)
+    as_float = VideoTestDataset(records, sampler=sampler, transform=TestTransform(**kwargs))
+    as_uint8 = VideoTestDataset(
+        records, sampler=sampler, transform=TestTransform(**kwargs, output_dtype="uint8")
+    )
+    batch = collate_test([as_uint8[i] for i in range(3)])
+    assert batch["views"].dtype == torch.uint8 and batch["num_views"].tolist() == [6, 0, 6]
+    assert batch["views"].is_contiguous(memory_format=torch.channels_last_3d)
+    expected = collate_test([as_float[i] for i in range(3)])["views"]
+    mean, std = NORMALIZATIONS["torchvision"]
+    assert torch.equal(normalize_on_device(batch["views"], mean, std), expected)

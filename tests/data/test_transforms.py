@@ -12,6 +12,7 @@ from videogn.data.transforms import (
     TestTransform,
     TrainTransform,
     normalization,
+    normalize_on_device,
 )
 
 MEAN, STD = NORMALIZATIONS["torchvision"]
@@ -150,3 +151,48 @@ def test_normalization_presets():
     assert torch.allclose(out[0, :, 0, 0, 0], torch.tensor([0.2283, 0.0535, 0.0199]), atol=1e-3)
     with pytest.raises(ValueError, match="torchvision"):
         normalization("imagenet21k")
+
+
+@pytest.mark.parametrize("preset", sorted(NORMALIZATIONS))
+def test_uint8_output_normalized_later_equals_float_output(preset):
+    """output_dtype="uint8" defers normalization to `normalize_on_device`: same numbers."""
+    mean, std = NORMALIZATIONS[preset]
+    frames = np.random.default_rng(0).integers(0, 256, (4, 72, 96, 3), dtype=np.uint8)
+    train = dict(scale_range=(64, 80), crop_size=48, mean=mean, std=std)
+    as_float = TrainTransform(**train)(frames, np.random.default_rng(5))
+    as_uint8 = TrainTransform(**train, output_dtype="uint8")(frames, np.random.default_rng(5))
+    assert as_uint8.dtype == torch.uint8 and as_uint8.shape == as_float.shape == (3, 4, 48, 48)
+    assert torch.equal(normalize_on_device(as_uint8, mean, std), as_float)
+    # Without a resize the clip is a crop of the frames: it must not keep them all alive.
+    unscaled = TrainTransform(scale_range=(72, 72), crop_size=72, output_dtype="uint8")
+    as_uint8 = unscaled(frames, np.random.default_rng(5))
+    assert as_uint8.untyped_storage().nbytes() == as_uint8.numel() == 3 * 4 * 72 * 72
+    test = dict(short_side=64, crop_size=64, num_crops=3, mean=mean, std=std)
+    as_float = TestTransform(**test)(frames)
+    as_uint8 = TestTransform(**test, output_dtype="uint8")(frames)
+    assert as_uint8.shape == as_float.shape == (3, 3, 4, 64, 64)
+    assert torch.equal(normalize_on_device(as_uint8, mean, std), as_float)
+
+
+def test_uint8_test_views_are_channels_last_3d_and_normalize_to_any_dtype_and_layout():
+    frames = column_clip(frames=3, height=64, width=80)
+    views = TestTransform(short_side=64, crop_size=64, output_dtype="uint8")(frames)
+    assert views.is_contiguous(memory_format=torch.channels_last_3d)
+    out = normalize_on_device(
+        views, MEAN, STD, dtype=torch.bfloat16, memory_format=torch.contiguous_format
+    )
+    assert out.dtype == torch.bfloat16 and out.is_contiguous()
+    expected = normalize_on_device(views, MEAN, STD)
+    torch.testing.assert_close(out.float(), expected, atol=0.02, rtol=0.01)
+    assert normalize_on_device(views, MEAN, STD).is_contiguous(memory_format=torch.channels_last_3d)
+
+
+def test_uint8_output_and_normalize_on_device_reject_bad_arguments():
+    with pytest.raises(ValueError, match="output_dtype"):
+        TrainTransform(output_dtype="float16")
+    with pytest.raises(ValueError, match="output_dtype"):
+        TestTransform(output_dtype="int8")
+    with pytest.raises(ValueError, match="uint8 clips"):
+        normalize_on_device(torch.zeros(3, 2, 8, 8), MEAN, STD)
+    with pytest.raises(ValueError, match="uint8 clips"):
+        normalize_on_device(torch.zeros(4, 2, 8, 8, dtype=torch.uint8), MEAN, STD)

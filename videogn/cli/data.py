@@ -1,4 +1,4 @@
-"""`videogn-data`: build Kinetics lists, check videos, generate the demo dataset."""
+"""`videogn-data`: build Kinetics lists, check videos, re-encode them, generate the demo dataset."""
 
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ EPILOG = """examples:
 
   # probe every video (4 processes); writes train.report.tsv and train.clean.txt
   videogn-data check data_lists/kinetics400/train.txt --root /data/k400/train --workers 4
+
+  # re-encode for fast clip decoding (short side 256, keyframe every 16 frames); resumable
+  videogn-data prepare data_lists/kinetics400/train.clean.txt --root /data/k400/train \
+      --out /data/k400_256/train --workers 8
 
   # generate (or reuse) the built-in demo dataset
   videogn-data demo --cache-dir .cache/videogn
@@ -79,6 +83,40 @@ def _add_check(subparsers) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
+def _add_prepare(subparsers) -> None:
+    p = subparsers.add_parser(
+        "prepare",
+        help="re-encode the videos of a list for fast clip decoding; write a new list",
+        description="Re-encode every video of LIST (H.264, short side --short-side, a keyframe "
+        "every --gop frames, every frame kept) into --out, in parallel with a progress bar. "
+        "Resumable: finished outputs are skipped (each is written under a temporary name and "
+        "renamed). Writes a list of the prepared videos (paths relative to --out) and a TSV "
+        "of the failures.",
+    )
+    p.add_argument("list", help="`path label` list of the source videos")
+    p.add_argument(
+        "--root", default=None, help="folder that relative paths in LIST are relative to"
+    )
+    p.add_argument("--out", required=True, help="output folder (same sub-folders as LIST)")
+    p.add_argument("--out-list", default=None, help="new list (default: OUT/<LIST file name>)")
+    p.add_argument("--short-side", type=int, default=256, help="256 or 320 (default 256)")
+    p.add_argument("--gop", type=int, default=16, help="keyframe interval in frames")
+    p.add_argument("--crf", type=int, default=23, help="x264 quality, lower is better (default 23)")
+    p.add_argument("--preset", default="veryfast", help="x264 preset (speed of encoding)")
+    p.add_argument(
+        "--tune",
+        default=None,
+        help="x264 tune, e.g. fastdecode (no CABAC or deblocking: faster decoding, larger files)",
+    )
+    p.add_argument(
+        "--no-upscale", action="store_true", help="keep videos smaller than --short-side as is"
+    )
+    p.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
 def _add_demo(subparsers) -> None:
     p = subparsers.add_parser(
         "demo",
@@ -116,14 +154,9 @@ def run_build(args) -> int:
 
 def run_check(args) -> int:
     from videogn.data.check import check_videos, clean_records, summarize, write_report
-    from videogn.data.lists import VideoRecord, parse_list_line, write_video_list
+    from videogn.data.lists import VideoRecord, write_video_list
 
-    records = []
-    with open(args.list, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            record = parse_list_line(line, source=args.list, line_no=line_no)
-            if record is not None:
-                records.append(record)
+    records = _read_list_as_written(args.list)
     resolved = [
         r.path if args.root is None or os.path.isabs(r.path) else os.path.join(args.root, r.path)
         for r in records
@@ -147,6 +180,59 @@ def run_check(args) -> int:
     return 0
 
 
+def _read_list_as_written(list_path: str) -> list:
+    from videogn.data.lists import parse_list_line
+
+    records = []
+    with open(list_path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            record = parse_list_line(line, source=list_path, line_no=line_no)
+            if record is not None:
+                records.append(record)
+    return records
+
+
+def run_prepare(args) -> int:
+    from videogn.data.lists import write_video_list
+    from videogn.data.prepare import PrepareSettings, prepare_dataset, prepared_records
+
+    if not os.path.isfile(args.list):
+        raise FileNotFoundError(f"video list {args.list} does not exist")
+    records = _read_list_as_written(args.list)
+    settings = PrepareSettings(
+        short_side=args.short_side,
+        gop=args.gop,
+        crf=args.crf,
+        preset=args.preset,
+        upscale=not args.no_upscale,
+        tune=args.tune,
+    )
+    results = prepare_dataset(
+        records,
+        args.out,
+        root=args.root,
+        settings=settings,
+        workers=args.workers,
+        progress=not args.no_progress,
+    )
+    out_list = args.out_list or os.path.join(args.out, Path(args.list).name)
+    kept = prepared_records(records, results)
+    write_video_list(kept, out_list)
+    failures = [r for r in results if r.status == "failed"]
+    failures_path = f"{Path(out_list).with_suffix('')}.failures.tsv"
+    with open(failures_path, "w", encoding="utf-8") as f:
+        f.write("path\treason\n")
+        for r in failures:
+            f.write(f"{r.path}\t{r.reason}\n")
+    counts = {s: sum(r.status == s for r in results) for s in ("prepared", "skipped", "failed")}
+    print(
+        f"{len(results)} videos: {counts['prepared']} prepared, {counts['skipped']} already "
+        f"done, {counts['failed']} failed (listed in {failures_path})"
+    )
+    print(f"new list ({len(kept)} videos, paths relative to {args.out}): {out_list}")
+    return 0
+
+
 def run_demo(args) -> int:
     from videogn.data.demo import ensure_demo_dataset
 
@@ -167,16 +253,19 @@ def run_demo(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="videogn-data",
-        description="Data tools for videogn: Kinetics lists, video checks, the demo dataset.",
+        description="Data tools for videogn: Kinetics lists, video checks, re-encoding, the "
+        "demo dataset.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_build(subparsers)
     _add_check(subparsers)
+    _add_prepare(subparsers)
     _add_demo(subparsers)
     args = parser.parse_args(argv)
-    runner = {"build": run_build, "check": run_check, "demo": run_demo}[args.command]
+    runners = {"build": run_build, "check": run_check, "prepare": run_prepare, "demo": run_demo}
+    runner = runners[args.command]
     try:
         return runner(args)
     except (FileNotFoundError, ValueError) as err:

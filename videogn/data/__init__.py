@@ -6,4 +6,5 @@ samplers.py     pure index logic: random F x I train clips, K uniform test clips
 transforms.py   scale jitter, crops, flip, normalization presets
 dataset.py      record -> sampler -> decoder -> transform, with the bad-video policy
 demo.py         the built-in synthetic dataset; kinetics.py and check.py back `videogn-data`
+prepare.py      re-encode a dataset for fast clip decoding (`videogn-data prepare`)
 """

@@ -199,12 +199,11 @@ class VideoTestDataset(Dataset):
                 "error": err.reason,
             }
         clips = frames.reshape(self.sampler.num_clips, self.sampler.num_frames, *frames.shape[1:])
-        first = self.transform(clips[0])
-        # Later clips are normalized straight into their slice: no copy of all views at the end.
-        views = torch.empty((len(clips) * len(first), *first.shape[1:]), dtype=first.dtype)
-        views[: len(first)] = first
-        for k in range(1, len(clips)):
-            self.transform(clips[k], out=views[k * len(first) : (k + 1) * len(first)])
+        crops, size = self.transform.num_crops, self.transform.crop_size
+        views = self.transform.empty_views((len(clips) * crops, 3, clips.shape[1], size, size))
+        # Every clip is transformed straight into its slice: no copy of all views at the end.
+        for k, clip in enumerate(clips):
+            self.transform(clip, out=views[k * crops : (k + 1) * crops])
         return {"views": views, "label": record.label, "index": index, "error": None}
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
 import av
 import numpy as np
+from av.video.frame import VideoFrame
 from av.video.reformatter import VideoReformatter
 
 from videogn.data.decoders import VideoDecodeError, VideoInfo, validate_frame_indices
@@ -94,7 +96,7 @@ def _open_container(path: str):
         raise VideoDecodeError(path, f"cannot open as a video container: {err}") from err
 
 
-def _rotation_of(frame) -> int:
+def frame_rotation(frame) -> int:
     """Counter-clockwise display rotation of a frame, rounded to a multiple of 90 degrees."""
     degrees = getattr(frame, "rotation", 0) or 0
     return int(round(degrees / 90.0)) % 4 * 90
@@ -126,6 +128,10 @@ class PyAVReader:
         self._rotation: int | None = None
         # One swscale context for every frame of this video (PyAV would build one per call).
         self._reformatter = VideoReformatter()
+        # Work counters since opening (tests use them to prove what a clip costs).
+        self.packets_sent = 0  # packets fed to the decoder, skipped ones included
+        self.frames_decoded = 0  # pictures the decoder output
+        self.frames_converted = 0  # pictures converted to RGB
 
     # -- opening -------------------------------------------------------------------------
 
@@ -186,23 +192,28 @@ class PyAVReader:
         """Decode frames (any order, repeats allowed) as uint8 RGB [T, H, W, 3]."""
         indices = validate_frame_indices(frame_indices, self.num_frames, self.path)
         if self._index.by_timestamp:
+            out = _FrameCollector(self, indices)
+            start = self._index.start_packet(out.first)
             try:
-                return self._decode_by_timestamp(indices)
+                return out.collect(self._frames_by_timestamp(start, out.positions.keys()))
             except _IndexMismatch as mismatch:
                 logger.debug("%s: %s; decoding sequentially", self.path, mismatch)
                 self._index = _FrameIndex(self.num_frames, None, None, [])
-        return self._decode_sequentially(indices)
+        return _FrameCollector(self, indices).collect(self._frames_sequentially())
 
-    def _decode_by_timestamp(self, indices: np.ndarray) -> np.ndarray:
+    def _frames_by_timestamp(self, start: int, wanted=None) -> Iterator[tuple[int, VideoFrame]]:
+        """(frame index, frame) in presentation order, decoding from packet `start`.
+
+        Packets of frames not in `wanted` (None: all wanted) are sent with skip_frame=NONREF.
+        Raises _IndexMismatch when decoded timestamps disagree with the index.
+        """
         index = self._index
-        out = _FrameCollector(self, indices)
-        wanted_set = out.positions.keys()
         codec = self._reset_decoder()
         skip_mode = "DEFAULT"
         previous = -1
-        for position in range(index.start_packet(out.first), len(self._packets)):
-            if self._skip_nonref:
-                mode = "DEFAULT" if index.packet_frame[position] in wanted_set else "NONREF"
+        for position in range(start, len(self._packets)):
+            if self._skip_nonref and wanted is not None:
+                mode = "DEFAULT" if index.packet_frame[position] in wanted else "NONREF"
                 if mode != skip_mode:
                     codec.skip_frame = skip_mode = mode
             for frame in self._send(self._packets[position], position):
@@ -214,25 +225,52 @@ class PyAVReader:
                 if number <= previous:
                     raise _IndexMismatch(f"timestamps go backwards at frame {number}")
                 previous = number
-                if out.add(number, frame):
-                    return out.frames
+                yield number, frame
         for frame in self._send(None, len(self._packets)):
             number = index.pts_to_frame.get(frame.pts, -1)
-            if number > previous and out.add(number, frame):
-                return out.frames
-        raise out.missing_error()
+            if number > previous:
+                previous = number
+                yield number, frame
 
-    def _decode_sequentially(self, indices: np.ndarray) -> np.ndarray:
-        out = _FrameCollector(self, indices)
+    def _frames_sequentially(self) -> Iterator[tuple[int, VideoFrame]]:
+        """(frame index, frame) counting decoder output from the first packet."""
         self._reset_decoder()
         number = 0
         for position in range(len(self._packets) + 1):
             packet = self._packets[position] if position < len(self._packets) else None
             for frame in self._send(packet, position):
-                if out.add(number, frame):
-                    return out.frames
+                yield number, frame
                 number += 1
-        raise out.missing_error()
+
+    def iter_frames(self) -> Iterator[tuple[int, VideoFrame]]:
+        """Every frame once, in order, as undecoded-to-RGB PyAV frames: (index, frame).
+
+        One pass over the video (for re-encoding it); frame i is the same frame `decode([i])`
+        returns, before RGB conversion and rotation (see `frame_rotation`). Raises
+        VideoDecodeError when a frame cannot be decoded.
+        """
+        expected = 0
+        if self._index.by_timestamp:
+            try:
+                for number, frame in self._frames_by_timestamp(0):
+                    if number != expected:
+                        break
+                    yield number, frame
+                    expected += 1
+            except _IndexMismatch as mismatch:
+                logger.debug("%s: %s; decoding sequentially", self.path, mismatch)
+                self._index = _FrameIndex(self.num_frames, None, None, [])
+        if not self._index.by_timestamp:
+            for number, frame in self._frames_sequentially():
+                if number == expected:
+                    yield number, frame
+                    expected += 1
+        if expected < self.num_frames:
+            raise VideoDecodeError(
+                self.path,
+                f"frame {expected} could not be decoded (the stream has {self.num_frames} "
+                "packets: the file may be damaged)",
+            )
 
     def _reset_decoder(self):
         codec = self._stream.codec_context
@@ -243,7 +281,7 @@ class PyAVReader:
 
     def _send(self, packet, position: int):
         try:
-            return self._stream.codec_context.decode(packet)
+            frames = self._stream.codec_context.decode(packet)
         except _AV_ERRORS as err:
             shown = self._index.packet_frame
             where = f", frame {shown[position]}" if shown and position < len(shown) else ""
@@ -252,6 +290,9 @@ class PyAVReader:
                 f"decoder error at packet {position} of {len(self._packets)}{where} "
                 f"(file damaged?): {err}",
             ) from err
+        self.packets_sent += packet is not None
+        self.frames_decoded += len(frames)
+        return frames
 
     # -- metadata ------------------------------------------------------------------------
 
@@ -329,8 +370,9 @@ class _FrameCollector:
             return False
         reader = self.reader
         if reader._rotation is None:
-            reader._rotation = _rotation_of(frame)
+            reader._rotation = frame_rotation(frame)
         rgb = reader._reformatter.reformat(frame, format="rgb24").to_ndarray()
+        reader.frames_converted += 1
         if reader._rotation:
             rgb = np.rot90(rgb, k=reader._rotation // 90)
         if self.frames is None:
@@ -346,6 +388,13 @@ class _FrameCollector:
             self.frames[position] = rgb
         self.filled.add(number)
         return len(self.filled) == len(self.positions)
+
+    def collect(self, frames: Iterator[tuple[int, VideoFrame]]) -> np.ndarray:
+        """Consume (index, frame) pairs until every wanted frame is in."""
+        for number, frame in frames:
+            if self.add(number, frame):
+                return self.frames
+        raise self.missing_error()
 
     def missing_error(self) -> VideoDecodeError:
         missing = sorted(set(self.positions) - self.filled)

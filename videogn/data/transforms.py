@@ -1,5 +1,9 @@
 """Spatial transforms on whole clips: uint8 until the last step, float32 [C, T, H, W] out.
 
+With `output_dtype="uint8"` they stop before normalization and return uint8 [C, T, H, W]
+clips (a quarter of the bytes through DataLoader workers, pinned memory and host-to-device
+copies); `normalize_on_device` then normalizes the batch where the model runs.
+
 Train: short-side scale jitter S ~ U{256..320}, a random 224 crop of the scaled clip, a
     horizontal flip with p=0.5, normalization. The crop is taken first in source coordinates
     and only that region is resized (bilinear, antialiased), which equals scaling the whole
@@ -36,6 +40,45 @@ def normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     if name not in NORMALIZATIONS:
         raise ValueError(f"unknown normalization {name!r}; choose one of {sorted(NORMALIZATIONS)}")
     return NORMALIZATIONS[name]
+
+
+OUTPUT_DTYPES = ("float32", "uint8")
+
+
+def _check_output_dtype(output_dtype: str) -> str:
+    if output_dtype not in OUTPUT_DTYPES:
+        raise ValueError(f"output_dtype must be one of {OUTPUT_DTYPES}, got {output_dtype!r}")
+    return output_dtype
+
+
+def normalize_on_device(
+    clips: torch.Tensor,
+    mean,
+    std,
+    dtype: torch.dtype = torch.float32,
+    memory_format: torch.memory_format | None = None,
+) -> torch.Tensor:
+    """uint8 clips [..., 3, T, H, W] -> (x / 255 - mean) / std as `dtype`, on clips' device.
+
+    The arithmetic of the transforms' float output (x * scale + shift in float32, then cast),
+    so on uint8 transform output it gives the float transform output exactly. Move the uint8
+    batch to the device first (`.to(device, non_blocking=True)`): 4x fewer bytes than float.
+    `memory_format` sets the result's layout (e.g. torch.channels_last_3d for a model in that
+    format); None keeps the input's.
+    """
+    if clips.dtype != torch.uint8 or clips.ndim < 4 or clips.shape[-4] != 3:
+        raise ValueError(
+            f"expected uint8 clips [..., 3, T, H, W], got {clips.dtype} {tuple(clips.shape)}"
+        )
+    mean64 = torch.as_tensor(mean, dtype=torch.float64)
+    std64 = torch.as_tensor(std, dtype=torch.float64)
+    view = (3, 1, 1, 1)
+    scale = (1.0 / (255.0 * std64)).to(clips.device, torch.float32).view(view)
+    shift = (-mean64 / std64).to(clips.device, torch.float32).view(view)
+    out = torch.addcmul(shift, clips, scale)
+    if memory_format is not None:
+        return out.to(dtype=dtype, memory_format=memory_format)
+    return out.to(dtype)
 
 
 def _as_tchw_uint8(frames) -> torch.Tensor:
@@ -76,14 +119,31 @@ class _Normalize:
         self._scale = (1.0 / (255.0 * std)).tolist()
         self._shift = [torch.tensor(v, dtype=torch.float32) for v in (-mean / std).tolist()]
 
-    def __call__(self, clip_tchw: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """uint8 [..., T, 3, H, W] -> float32 [..., 3, T, H, W] (into `out` when given)."""
+    def __call__(
+        self,
+        clip_tchw: torch.Tensor,
+        out: torch.Tensor | None = None,
+        output_dtype: str = "float32",
+    ) -> torch.Tensor:
+        """uint8 [..., T, 3, H, W] -> float32 [..., 3, T, H, W] (into `out` when given).
+
+        With output_dtype="uint8" only the dimension order changes: uint8 [..., 3, T, H, W]
+        (without `out`: a view of channels-last memory, T, H, W, C).
+        """
         *lead, frames, _, height, width = clip_tchw.shape
         shape = (*lead, 3, frames, height, width)
+        dtype = torch.uint8 if output_dtype == "uint8" else torch.float32
+        if dtype == torch.uint8 and out is None:
+            # Dense channels-last memory (a crop view would drag its whole frames along when
+            # pickled); the dimension swap is a view, and the collate's copy sets the layout.
+            dense = clip_tchw.contiguous(memory_format=torch.channels_last)
+            return dense.transpose(-4, -3)
         if out is None:
-            out = torch.empty(shape, dtype=torch.float32)
-        elif tuple(out.shape) != shape or out.dtype != torch.float32:
-            raise ValueError(f"out must be float32 {shape}, got {out.dtype} {tuple(out.shape)}")
+            out = torch.empty(shape, dtype=dtype)
+        elif tuple(out.shape) != shape or out.dtype != dtype:
+            raise ValueError(f"out must be {dtype} {shape}, got {out.dtype} {tuple(out.shape)}")
+        if dtype == torch.uint8:
+            return out.copy_(clip_tchw.transpose(-4, -3))
         for c in range(3):
             torch.add(
                 self._shift[c], clip_tchw.select(-3, c), alpha=self._scale[c], out=out.select(-4, c)
@@ -101,7 +161,9 @@ class TrainTransform:
         flip_p: float = 0.5,
         mean=NORMALIZATIONS["torchvision"][0],
         std=NORMALIZATIONS["torchvision"][1],
+        output_dtype: str = "float32",
     ):
+        self.output_dtype = _check_output_dtype(output_dtype)
         low, high = (int(v) for v in scale_range)
         if not 0 < low <= high:
             raise ValueError(
@@ -130,21 +192,24 @@ class TrainTransform:
         return {"short_side": short_side, "box": (box_top, box_left, box_h, box_w), "flip": flip}
 
     def __call__(self, frames, rng: np.random.Generator | None = None) -> torch.Tensor:
-        """uint8 [T, H, W, 3] -> float32 [3, T, crop, crop]."""
+        """uint8 [T, H, W, 3] -> float32 (or `output_dtype`) [3, T, crop, crop]."""
         clip = _as_tchw_uint8(frames)
         rng = np.random.default_rng() if rng is None else rng
         params = self.sample_params(clip.shape[-2], clip.shape[-1], rng)
         top, left, box_h, box_w = params["box"]
         region = clip[:, :, top : top + box_h, left : left + box_w]
-        crop = _resize(region, (self.crop_size, self.crop_size))
         if params["flip"]:
-            crop = crop.flip(-1)
-        return self.normalize(crop)
+            # Flip the region before resizing (the resize is mirror-symmetric): the flip is
+            # then the one copy that makes the region contiguous, not an extra pass.
+            region = region.permute(0, 2, 3, 1).flip(2).permute(0, 3, 1, 2)
+        crop = _resize(region, (self.crop_size, self.crop_size))
+        return self.normalize(crop, output_dtype=self.output_dtype)
 
     def __repr__(self) -> str:
         return (
             f"TrainTransform(scale_range={self.scale_range}, crop_size={self.crop_size}, "
-            f"flip_p={self.flip_p}, mean={self.normalize.mean}, std={self.normalize.std})"
+            f"flip_p={self.flip_p}, mean={self.normalize.mean}, std={self.normalize.std}, "
+            f"output_dtype={self.output_dtype!r})"
         )
 
 
@@ -160,7 +225,9 @@ class TestTransform:
         num_crops: int = 1,
         mean=NORMALIZATIONS["torchvision"][0],
         std=NORMALIZATIONS["torchvision"][1],
+        output_dtype: str = "float32",
     ):
+        self.output_dtype = _check_output_dtype(output_dtype)
         if num_crops not in (1, 3):
             raise ValueError(f"num_crops must be 1 or 3, got {num_crops}")
         if crop_size > short_side:
@@ -179,22 +246,39 @@ class TestTransform:
         return [(centre[0], left) for left in (0, centre[1], width - crop)]
 
     def __call__(self, frames, out: torch.Tensor | None = None) -> torch.Tensor:
-        """uint8 [T, H, W, 3] -> float32 [num_crops, 3, T, crop, crop] (into `out` if given)."""
+        """uint8 [T, H, W, 3] -> float32 (or `output_dtype`) [num_crops, 3, T, crop, crop].
+
+        Writes into `out` when given (its dtype must match `output_dtype`).
+        """
         clip = _as_tchw_uint8(frames)
         clip = _resize(clip, _scaled_size(clip.shape[-2], clip.shape[-1], self.short_side))
         crop = self.crop_size
         boxes = self.crop_boxes(clip.shape[-2], clip.shape[-1])
         shape = (len(boxes), 3, clip.shape[0], crop, crop)
+        dtype = torch.uint8 if self.output_dtype == "uint8" else torch.float32
         if out is None:
-            out = torch.empty(shape, dtype=torch.float32)
-        elif tuple(out.shape) != shape:
-            raise ValueError(f"out must have shape {shape}, got {tuple(out.shape)}")
+            out = self.empty_views(shape)
+        elif tuple(out.shape) != shape or out.dtype != dtype:
+            raise ValueError(f"out must be {dtype} {shape}, got {out.dtype} {tuple(out.shape)}")
         for view, (top, left) in zip(out, boxes, strict=True):
-            self.normalize(clip[:, :, top : top + crop, left : left + crop], out=view)
+            region = clip[:, :, top : top + crop, left : left + crop]
+            self.normalize(region, out=view, output_dtype=self.output_dtype)
         return out
+
+    def empty_views(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """Uninitialized output for views [N, 3, T, crop, crop] of this transform's dtype.
+
+        uint8 views are laid out channels_last_3d (memory order N, T, H, W, C, that of the
+        decoded frames), so cropping them is a plain copy and `normalize_on_device` can hand
+        channels_last_3d input to a model that runs in that format.
+        """
+        if self.output_dtype == "uint8":
+            return torch.empty(shape, dtype=torch.uint8, memory_format=torch.channels_last_3d)
+        return torch.empty(shape, dtype=torch.float32)
 
     def __repr__(self) -> str:
         return (
             f"TestTransform(short_side={self.short_side}, crop_size={self.crop_size}, "
-            f"num_crops={self.num_crops}, mean={self.normalize.mean}, std={self.normalize.std})"
+            f"num_crops={self.num_crops}, mean={self.normalize.mean}, std={self.normalize.std}, "
+            f"output_dtype={self.output_dtype!r})"
         )
