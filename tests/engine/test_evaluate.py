@@ -1,0 +1,121 @@
+"""Multi-view testing: aggregation of view scores, accuracies, failures, output files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from videogn.engine.distributed import shard_indices
+from videogn.engine.evaluate import evaluate_shard, summarize, write_results
+
+
+class ViewLogits(nn.Module):
+    """Logits read from the first 3 voxels of each view, so tests choose them exactly."""
+
+    def forward(self, x):
+        return x.flatten(1)[:, :3]
+
+
+class ViewsDataset(Dataset):
+    """Videos of 2 views with chosen logits; video 2 fails to decode."""
+
+    def __init__(self):
+        self.logits = {
+            0: [[5.0, 0.0, 0.0], [0.0, 1.0, 0.0]],  # views disagree; class 0 wins on mean
+            1: [[0.0, 0.0, 4.0], [0.0, 0.0, 4.0]],
+            3: [[0.0, 3.0, 0.0], [0.0, 0.0, 2.9]],
+        }
+        self.labels = [0, 2, 1, 2]
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        if i == 2:
+            return {"views": torch.empty(0), "label": 1, "index": i, "error": "moov atom not found"}
+        views = torch.zeros(2, 3, 1, 1, 3)
+        views.view(2, -1)[:, :3] = torch.tensor(self.logits[i])
+        return {"views": views, "label": self.labels[i], "index": i, "error": None}
+
+
+def run(indices, aggregate="mean"):
+    return evaluate_shard(
+        ViewLogits(),
+        ViewsDataset(),
+        indices,
+        device=torch.device("cpu"),
+        aggregate=aggregate,
+        views_per_batch=1,
+        num_workers=0,
+    )
+
+
+def test_failures_are_reported_not_dropped():
+    results = run([0, 1, 2, 3])
+    paths = [f"v{i}.mp4" for i in range(4)]
+    summary = summarize(results, num_listed=4, num_classes=3, paths=paths)
+    assert (summary["videos_listed"], summary["videos_evaluated"], summary["videos_failed"]) == (
+        4,
+        3,
+        1,
+    )
+    assert summary["failures"] == [{"path": "v2.mp4", "label": 1, "reason": "moov atom not found"}]
+
+
+def test_video_and_clip_accuracy_and_per_class():
+    summary = summarize(
+        run([0, 1, 2, 3]), num_listed=4, num_classes=3, paths=[str(i) for i in range(4)]
+    )
+    # video 0 -> 0 (right), video 1 -> 2 (right), video 3 -> 1 (wrong: label 2)
+    assert summary["video_top1"] == pytest.approx(200 / 3)
+    # views: v0 (0 ok, 1 wrong), v1 (ok, ok), v3 (1 wrong, 2 ok)
+    assert summary["clip_top1"] == pytest.approx(100 * 4 / 6)
+    assert summary["per_class_accuracy"] == [100.0, None, 50.0]
+    assert summary["mean_class_accuracy"] == pytest.approx(75.0)
+    assert summary["video_top5"] == 100.0
+
+
+@pytest.mark.parametrize(("aggregate", "expected"), [("mean", 0), ("max", 0), ("sum", 0)])
+def test_aggregations(aggregate, expected):
+    result = run([0], aggregate)[0]
+    assert int(np.argmax(result.scores)) == expected
+    total = result.scores.sum()
+    assert total == pytest.approx({"mean": 1.0, "sum": 2.0}.get(aggregate, total))
+
+
+def test_max_differs_from_mean_when_one_view_is_confident():
+    mean = run([3], "mean")[0].scores
+    peak = run([3], "max")[0].scores
+    assert np.argmax(mean) == 1 and peak.max() == pytest.approx(
+        torch.tensor([0.0, 3.0, 0.0]).softmax(0).max().item()
+    )
+
+
+def test_shards_merge_to_the_single_process_result():
+    single = summarize(run([0, 1, 2, 3]), num_listed=4, num_classes=3, paths=list("abcd"))
+    shards = [r for rank in range(3) for r in run(shard_indices(4, rank, 3))]
+    merged = summarize(
+        sorted(shards, key=lambda r: r.index), num_listed=4, num_classes=3, paths=list("abcd")
+    )
+    assert merged == single
+
+
+def test_unknown_aggregation_lists_choices():
+    with pytest.raises(ValueError, match="mean, sum, max"):
+        run([0], "median")
+
+
+def test_results_files(tmp_path):
+    results = run([0, 1, 2, 3])
+    paths = [f"v{i}.mp4" for i in range(4)]
+    summary = summarize(results, num_listed=4, num_classes=3, paths=paths)
+    results_path, scores_path = write_results(tmp_path, summary, results, paths)
+    assert json.loads(results_path.read_text())["videos_evaluated"] == 3
+    scores = np.load(scores_path)
+    assert list(scores["paths"]) == ["v0.mp4", "v1.mp4", "v3.mp4"]
+    assert scores["scores"].shape == (3, 3) and list(scores["labels"]) == [0, 2, 2]

@@ -1,0 +1,177 @@
+"""Multi-view testing: K clips x S crops per video, softmax scores aggregated per video.
+
+Each process evaluates its own disjoint share of the videos (no padding, so every video counts
+exactly once); rank 0 gathers the per-video results and writes ``results.json`` (accuracies,
+videos evaluated out of listed, failures with reasons) and ``video_scores.npz`` (the aggregated
+scores of every evaluated video, for later analysis).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+from videogn.engine import distributed
+from videogn.engine.metrics import per_class_accuracy, topk_hits
+
+logger = logging.getLogger(__name__)
+
+RESULTS_FILE = "results.json"
+SCORES_FILE = "video_scores.npz"
+
+AGGREGATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "mean": lambda probs: probs.mean(dim=0),
+    "sum": lambda probs: probs.sum(dim=0),
+    "max": lambda probs: probs.max(dim=0).values,
+}
+
+
+@dataclass
+class VideoResult:
+    """One video's outcome: aggregated scores and per-view hit counts, or the failure reason."""
+
+    index: int
+    label: int
+    scores: np.ndarray | None = None  # [num_classes] aggregated softmax
+    num_views: int = 0
+    view_top1_hits: int = 0
+    view_top5_hits: int = 0
+    error: str | None = None
+
+
+@torch.no_grad()
+def score_views(
+    model: nn.Module, views: torch.Tensor, views_per_batch: int, forward_context, device
+) -> torch.Tensor:
+    """Softmax scores [V, num_classes] of a video's views, ``views_per_batch`` at a time."""
+    probs = []
+    for chunk in views.split(views_per_batch):
+        chunk = chunk.to(device, non_blocking=True)
+        with forward_context():
+            logits = model(chunk)
+        probs.append(logits.float().softmax(dim=1).cpu())
+    return torch.cat(probs)
+
+
+def evaluate_shard(
+    model: nn.Module,
+    dataset: Dataset,
+    indices: list[int],
+    *,
+    device: torch.device,
+    aggregate: str = "mean",
+    views_per_batch: int = 10,
+    num_workers: int = 2,
+    forward_context=contextlib.nullcontext,
+    prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    progress: bool = False,
+) -> list[VideoResult]:
+    """Evaluate the videos ``indices`` of a test dataset on this process.
+
+    Args:
+        dataset: items are dicts with "views" [V, C, T, H, W], "label", "index", "error".
+        aggregate: "mean", "sum" or "max" of the views' softmax scores.
+        forward_context: a context-manager factory wrapped around each forward (autocast).
+        prepare: applied to each chunk of views before the forward (memory format).
+    """
+    if aggregate not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation '{aggregate}'; valid: {', '.join(AGGREGATIONS)}")
+    model.eval()
+    # batch_size=None: one video per item, its views already stacked by the dataset.
+    loader = DataLoader(Subset(dataset, indices), batch_size=None, num_workers=num_workers)
+    results = []
+    for item in tqdm(loader, total=len(indices), desc="test", disable=not progress):
+        label = int(item["label"])
+        index = int(item["index"])
+        if item.get("error"):
+            results.append(VideoResult(index, label, error=str(item["error"])))
+            continue
+        views = item["views"]
+        if prepare is not None:
+            views = prepare(views)
+        probs = score_views(model, views, views_per_batch, forward_context, device)
+        hits = topk_hits(probs, torch.full((len(probs),), label))
+        results.append(
+            VideoResult(
+                index,
+                label,
+                scores=AGGREGATIONS[aggregate](probs).numpy(),
+                num_views=len(probs),
+                view_top1_hits=int(hits[1].sum()),
+                view_top5_hits=int(hits[5].sum()),
+            )
+        )
+    return results
+
+
+def gather_results(results: list[VideoResult]) -> list[VideoResult]:
+    """All processes' results, sorted by video index (rank 0 gets them; others too)."""
+    merged = [r for part in distributed.all_gather_objects(results) for r in part]
+    return sorted(merged, key=lambda r: r.index)
+
+
+def summarize(
+    results: list[VideoResult], *, num_listed: int, num_classes: int, paths: list[str]
+) -> dict:
+    """Clip- and video-level top-1/top-5, per-class accuracy, counts and failures."""
+    ok = [r for r in results if r.error is None]
+    failures = [
+        {"path": paths[r.index], "label": r.label, "reason": r.error}
+        for r in results
+        if r.error is not None
+    ]
+    summary = {
+        "videos_listed": num_listed,
+        "videos_evaluated": len(ok),
+        "videos_failed": len(failures),
+        "failures": failures,
+    }
+    if not ok:
+        return summary
+    scores = torch.from_numpy(np.stack([r.scores for r in ok]))
+    labels = torch.tensor([r.label for r in ok])
+    hits = topk_hits(scores, labels)
+    num_views = sum(r.num_views for r in ok)
+    predictions = scores.argmax(dim=1).numpy()
+    per_class = per_class_accuracy(predictions, labels.numpy(), num_classes)
+    present = [a for a in per_class if a is not None]
+    summary.update(
+        video_top1=100.0 * hits[1].float().mean().item(),
+        video_top5=100.0 * hits[5].float().mean().item(),
+        clip_top1=100.0 * sum(r.view_top1_hits for r in ok) / num_views,
+        clip_top5=100.0 * sum(r.view_top5_hits for r in ok) / num_views,
+        mean_class_accuracy=float(np.mean(present)),
+        per_class_accuracy=per_class,
+        views_per_video=num_views / len(ok),
+    )
+    return summary
+
+
+def write_results(
+    out_dir: str | Path, summary: dict, results: list[VideoResult], paths: list[str]
+) -> tuple[Path, Path]:
+    """Write ``results.json`` and ``video_scores.npz`` (evaluated videos only) to ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results_path = out_dir / RESULTS_FILE
+    results_path.write_text(json.dumps(summary, indent=2) + "\n")
+    ok = [r for r in results if r.error is None]
+    num_classes = len(ok[0].scores) if ok else 0
+    scores_path = out_dir / SCORES_FILE
+    np.savez_compressed(
+        scores_path,
+        paths=np.array([paths[r.index] for r in ok], dtype=str),
+        labels=np.array([r.label for r in ok], dtype=np.int64),
+        scores=np.stack([r.scores for r in ok]) if ok else np.zeros((0, num_classes), np.float32),
+    )
+    return results_path, scores_path
