@@ -1,0 +1,108 @@
+"""Clip-length sweep: one decode per video for all settings, and the same scores as the
+engine's own multi-view test run separately for each setting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from videogn.data.dataset import VideoTestDataset
+from videogn.data.decoders import open_video
+from videogn.data.demo import ensure_demo_dataset
+from videogn.data.lists import read_video_list
+from videogn.data.samplers import TestClipSampler
+from videogn.data.transforms import TestTransform
+from videogn.engine.evaluate import evaluate_shard
+from videogn.models.factory import create_model
+from videogn.sweep.clip_length import clip_length_sweep, parse_clip, plan_views, sweep_markdown
+
+CLIPS = [(8, 3), (8, 2), (16, 1), (32, 1)]  # 32x1 needs 32 frames: the videos have 24
+NUM_CLIPS = [1, 3, 5]
+
+
+class CountingOpener:
+    """Opens videos with the real decoder and counts the decode calls per path."""
+
+    def __init__(self):
+        self.calls: dict[str, int] = {}
+
+    def __call__(self, path, backend="pyav", threads=1):
+        video = open_video(path, backend=backend, threads=threads)
+        real_decode = video.decode
+
+        def decode(indices):
+            self.calls[path] = self.calls.get(path, 0) + 1
+            return real_decode(indices)
+
+        video.decode = decode
+        return video
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    params = dict(num_classes=4, train_videos_per_class=1, val_videos_per_class=2,
+                  frames_per_video=24, frame_size=32, event_gap=8, event_length=2)  # fmt: skip
+    demo = ensure_demo_dataset(tmp_path_factory.mktemp("demo"), **params)
+    records = read_video_list(demo.val_list, root=demo.root)
+    torch.manual_seed(0)
+    model = create_model("i3d_r50", norm="gn", norm_kwargs={"num_groups": 4}, base_width=8,
+                         stage_depths=(1, 1, 1, 1), num_classes=4, dropout=0.0).eval()  # fmt: skip
+    transform = TestTransform(short_side=24, crop_size=24, num_crops=1)
+    return records, model, transform
+
+
+def test_each_video_is_decoded_once_for_the_whole_sweep(setup):
+    records, model, transform = setup
+    opener = CountingOpener()
+    results, failures = clip_length_sweep(
+        model, records, clips=CLIPS, num_clips=NUM_CLIPS, transform=transform,
+        device=torch.device("cpu"), open_video_fn=opener, progress=False,
+    )  # fmt: skip
+    assert failures == []
+    assert opener.calls == {r.path: 1 for r in records}
+    assert results[((32, 1), 1)].summary() == {"videos_evaluated": 0, "videos_too_short": 8}
+    for k in NUM_CLIPS:
+        summary = results[((8, 2), k)].summary()
+        assert summary["videos_evaluated"] == 8 and 0 <= summary["video_top1"] <= 100
+
+
+@pytest.mark.parametrize(("clip", "k"), [((8, 2), 3), ((16, 1), 5)])
+def test_scores_equal_the_engine_test_at_that_setting(setup, clip, k):
+    records, model, transform = setup
+    results, _ = clip_length_sweep(
+        model, records, clips=CLIPS, num_clips=NUM_CLIPS, transform=transform,
+        device=torch.device("cpu"), progress=False,
+    )  # fmt: skip
+    dataset = VideoTestDataset(records, sampler=TestClipSampler(*clip, num_clips=k),
+                               transform=transform)  # fmt: skip
+    engine = evaluate_shard(model, dataset, list(range(len(records))),
+                            device=torch.device("cpu"), num_workers=0)  # fmt: skip
+    swept = np.stack(results[(clip, k)].scores)
+    np.testing.assert_allclose(swept, np.stack([r.scores for r in engine]), atol=1e-5)
+    assert results[(clip, k)].view_hits == sum(r.view_top1_hits for r in engine)
+
+
+def test_windows_longer_than_the_video_are_left_out():
+    plan = plan_views(24, 25.0, [(8, 2), (16, 2), (24, 1), (25, 1)], [1, 10])
+    assert set(plan) == {((8, 2), 1), ((8, 2), 10), ((24, 1), 1), ((24, 1), 10)}
+    assert len(plan[((8, 2), 10)]) == 10
+
+
+def test_markdown_marks_the_training_clip_and_unevaluated_settings():
+    summary = {"train_clip": "8x2", "settings": [
+        {"clip": "8x2", "num_clips": 1, "video_top1": 50.0, "video_top5": 90.0,
+         "videos_evaluated": 4, "videos_too_short": 0},
+        {"clip": "128x1", "num_clips": 1, "videos_evaluated": 0, "videos_too_short": 4},
+    ]}  # fmt: skip
+    table = sweep_markdown(summary)
+    assert "| 8×2 (training clip) | 50.0 / 90.0 |" in table
+    assert "not evaluated (4 videos too short)" in table
+
+
+def test_parse_clip_rejects_nonsense():
+    assert parse_clip("32x2") == (32, 2)
+    with pytest.raises(ValueError, match="FRAMESxINTERVAL"):
+        parse_clip("32-2")
+    with pytest.raises(ValueError, match="at least 8 frames"):
+        parse_clip("4x4")

@@ -1,0 +1,95 @@
+"""The Table 8 experiment files and launch settings: each cell's norm, clip, per-GPU batch, lr
+under linear scaling, pretrained source; the SLURM launcher; the multirun command."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from videogn.config import CONFIG_DIR, register_configs
+from videogn.engine.builders import build_optimizer
+from videogn.models.factory import create_model
+from videogn.sweep.cells import TABLE8
+from videogn.sweep.mini import MINI_BATCH2, MINI_TABLE8
+from videogn.sweep.table8 import accumulation_steps, pretrained_env, table8_multirun
+
+register_configs()
+
+
+@pytest.fixture(scope="module")
+def make_cfg():
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        yield lambda *o, hydra=False: compose("train", list(o), return_hydra_config=hydra)
+
+
+@pytest.mark.parametrize("cell", TABLE8, ids=lambda c: c.experiment)
+def test_each_cell_holds_the_paper_setting(make_cfg, monkeypatch, cell):
+    monkeypatch.setenv("VIDEOGN_PRETRAINED_BN", "/w/bn.pt")
+    monkeypatch.setenv("VIDEOGN_PRETRAINED_GN", "/w/gn.pt")
+    cfg = make_cfg(f"experiment={cell.experiment}", "data.root=/k400")
+    assert cfg.norm.name.name == cell.norm and cfg.model.base_width == 64
+    assert (cfg.sampler.num_frames, cfg.sampler.frame_interval) == (32, 2) or cell.clip == "64x1"
+    assert f"{cfg.sampler.num_frames}x{cfg.sampler.frame_interval}" == cell.clip
+    assert cfg.data.batch_size == cell.batch and cfg.test.num_clips == 10
+    assert cfg.model.pretrained == f"/w/{cell.norm}.pt"
+    assert cfg.data.normalization == ("caffe2_msra" if cell.norm == "gn" else "torchvision")
+    assert cfg.name == "table8_" + cell.experiment.split("/")[1]
+    # 8 GPUs: lr 0.01 at 8 clips per GPU (64 in all), 0.005 at 4 (linear scaling)
+    model = create_model("i3d_r50", norm="none", base_width=8, stage_depths=(1, 1, 1, 1))
+    lr = build_optimizer(cfg, model, total_batch=cell.batch * 8).param_groups[0]["lr"]
+    assert lr == pytest.approx(0.01 * cell.batch / 8)
+
+
+@pytest.mark.parametrize("cell", MINI_TABLE8 + MINI_BATCH2, ids=lambda c: c.experiment)
+def test_mini_cells_differ_only_in_norm_clip_and_batch(make_cfg, cell):
+    cfg = make_cfg(f"experiment={cell.experiment}", "data.root=/mini")
+    assert cfg.norm.name.name == cell.norm and cfg.data.batch_size == cell.batch
+    assert f"{cfg.sampler.num_frames}x{cfg.sampler.frame_interval}" == cell.clip
+    assert cfg.optim.epochs == 20 and cfg.model.base_width == 8
+    assert cfg.optim.base_lr == (0.4 if cell.norm == "bn" else 0.05)
+
+
+def test_slurm_launcher_gives_each_job_one_node_of_8_gpu_tasks(make_cfg):
+    cfg = make_cfg("hydra/launcher=table8_slurm", "hydra.launcher.partition=gpu", hydra=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (1, 8, 8)
+
+
+def test_fewer_processes_accumulate_to_the_paper_batch(tmp_path):
+    assert [accumulation_steps(n) for n in (1, 2, 4, 8)] == [8, 4, 2, 1]
+    with pytest.raises(ValueError, match="3 processes"):
+        accumulation_steps(3)
+    command = table8_multirun(tmp_path, ["data.root=/k"], nproc_per_node=2).command()
+    assert command[:3] == [sys.executable, "-m", "torch.distributed.run"]
+    assert "--nproc_per_node=2" in command and "trainer.accumulation_steps=4" in command
+    assert "experiment=" + ",".join(c.experiment for c in TABLE8) in command
+    assert "hydra.sweep.subdir=${name}" in command and f"hydra.sweep.dir={tmp_path}" in command
+
+
+def test_slurm_multirun_uses_the_launcher_config(tmp_path):
+    command = table8_multirun(tmp_path, [], slurm=True).command()
+    assert "hydra/launcher=table8_slurm" in command and "torch.distributed.run" not in command
+    assert not any(a.startswith("trainer.accumulation_steps") for a in command)
+
+
+def test_pretrained_files_are_required_unless_from_scratch(monkeypatch, tmp_path):
+    monkeypatch.delenv("VIDEOGN_PRETRAINED_BN", raising=False)
+    monkeypatch.delenv("VIDEOGN_PRETRAINED_GN", raising=False)
+    with pytest.raises(ValueError, match="VIDEOGN_PRETRAINED_BN is not set"):
+        pretrained_env(False, [])
+    (tmp_path / "bn.pt").write_bytes(b"")
+    monkeypatch.setenv("VIDEOGN_PRETRAINED_BN", str(tmp_path / "bn.pt"))
+    monkeypatch.setenv("VIDEOGN_PRETRAINED_GN", str(tmp_path / "gn.pt"))
+    with pytest.raises(ValueError, match="gn.pt: no such file"):
+        pretrained_env(False, [])
+    with pytest.raises(ValueError, match="same weights"):
+        pretrained_env(True, ["model.pretrained=x.pt"])
+    assert pretrained_env(True, []) == {
+        "VIDEOGN_PRETRAINED_BN": None,
+        "VIDEOGN_PRETRAINED_GN": None,
+    }
+    assert Path(CONFIG_DIR, "hydra/launcher/table8_slurm.yaml").is_file()

@@ -1,0 +1,214 @@
+"""``videogn-sweep``: the GN paper's Table 8 as commands.
+
+    videogn-sweep table8 data.root=/data/kinetics400          # six runs, one hydra multirun
+    videogn-sweep table8 --slurm data.root=... hydra.launcher.partition=gpu
+    videogn-sweep table8 --smoke                              # all six at toy scale (CI)
+    videogn-sweep report multirun/table8 [more run dirs]      # Markdown table + plot
+    videogn-sweep clip-length outputs/RUN                     # one model, many test clips
+    videogn-sweep mini-table8                                 # the CPU analogue -> docs/
+
+See docs/EXPERIMENTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import datetime
+from pathlib import Path
+
+EPILOG = """examples:
+  export VIDEOGN_PRETRAINED_BN=i3d_r50_bn_imagenet.pt VIDEOGN_PRETRAINED_GN=i3d_r50_gn_imagenet.pt
+  videogn-sweep table8 --nproc-per-node 8 data.root=/data/kinetics400
+  videogn-sweep table8 --slurm data.root=/data/kinetics400 hydra.launcher.partition=gpu
+  videogn-sweep table8 --smoke --sweep-dir /tmp/t8smoke
+  videogn-sweep report multirun/table8 --out table8.md --plot table8.png
+  videogn-sweep clip-length multirun/table8/table8_gn_32x2_bs8 --num-clips 1,3,10
+  videogn-sweep mini-table8 --seeds 0,1
+"""
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+
+
+def _clips(text: str) -> list[tuple[int, int]]:
+    from videogn.sweep.clip_length import parse_clip
+
+    try:
+        return [parse_clip(x) for x in text.split(",") if x]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="videogn-sweep",
+        description=__doc__.split("\n\n")[0],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t8 = sub.add_parser("table8", help="train and test the six Table 8 cells (hydra multirun)")
+    t8.add_argument("overrides", nargs="*", help="hydra overrides for every run (data.root=...)")
+    t8.add_argument("--sweep-dir", type=Path, help="default multirun/table8[_smoke]")
+    t8.add_argument("--smoke", action="store_true", help="toy scale on the demo dataset (CI)")
+    t8.add_argument(
+        "--nproc-per-node",
+        type=int,
+        default=1,
+        help="processes (GPUs) per run, via torchrun; fewer than 8 accumulate gradients "
+        "to the paper's total batch",
+    )
+    t8.add_argument(
+        "--slurm",
+        action="store_true",
+        help="submit with hydra/launcher=table8_slurm (one 8-GPU job per cell)",
+    )
+    t8.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="no ImageNet initialization (VIDEOGN_PRETRAINED_BN/_GN not needed)",
+    )
+    t8.add_argument("--dry-run", action="store_true", help="print the multirun command only")
+
+    rep = sub.add_parser("report", help="Table 8 (Markdown + PNG) from run directories")
+    rep.add_argument("run_dirs", nargs="+", type=Path, help="run dirs or folders holding them")
+    rep.add_argument("--out", type=Path, default=Path("table8.md"))
+    rep.add_argument("--plot", type=Path, help="default: --out with .png")
+    rep.add_argument("--mini", action="store_true", help="the mini Table 8's cells")
+
+    cl = sub.add_parser("clip-length", help="evaluate one checkpoint at many test clips")
+    cl.add_argument("checkpoint", help="a checkpoint file or a run directory")
+    cl.add_argument("overrides", nargs="*", help="data.root=..., test.num_crops=3, ...")
+    cl.add_argument("--clips", type=_clips, default=None, help="default 8x8,16x4,32x2,64x1,128x1")
+    cl.add_argument("--num-clips", type=_ints, default=[1, 3, 5, 10])
+    cl.add_argument("--max-videos", type=int, help="evaluate the first N listed videos only")
+    cl.add_argument("--device", default="auto")
+    cl.add_argument("--out", type=Path, help="default <run dir>/clip_length_<time>")
+
+    mini = sub.add_parser("mini-table8", help="the CPU analogue of Table 8, written to docs/")
+    mini.add_argument("overrides", nargs="*", help="hydra overrides for every run")
+    mini.add_argument("--seeds", type=_ints, default=[0])
+    mini.add_argument("--batch2", action="store_true", help="also BN and GN at batch 2")
+    mini.add_argument("--out-dir", type=Path, default=Path("docs"))
+    mini.add_argument("--sweep-dir", type=Path, default=None, help="default multirun/mini_table8")
+    mini.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="where the task's videos go (default $VIDEOGN_CACHE or ~/.cache/videogn)",
+    )
+    return parser
+
+
+def cmd_table8(args) -> int:
+    from videogn.sweep.table8 import launch_table8
+
+    sweep_dir = args.sweep_dir or Path("multirun") / ("table8_smoke" if args.smoke else "table8")
+    return launch_table8(
+        sweep_dir,
+        args.overrides,
+        smoke=args.smoke,
+        from_scratch=args.from_scratch,
+        nproc_per_node=args.nproc_per_node,
+        slurm=args.slurm,
+        dry_run=args.dry_run,
+    )
+
+
+def cmd_report(args) -> int:
+    plot = args.plot or args.out.with_suffix(".png")
+    if args.mini:
+        from videogn.sweep.mini import report_mini
+
+        text = report_mini(args.run_dirs, args.out, plot)
+    else:
+        from videogn.sweep.table8 import report_table8
+
+        text = report_table8(args.run_dirs, args.out, plot)
+    print(text)
+    print(f"\nwrote {args.out} and {plot}")
+    return 0
+
+
+def cmd_clip_length(args) -> int:
+    from videogn.engine.checkpoint import resolve_checkpoint
+    from videogn.sweep.clip_length import (
+        DEFAULT_CLIPS,
+        evaluate_checkpoint,
+        parse_clip,
+        plot_sweep,
+        sweep_markdown,
+    )
+
+    clips = args.clips or [parse_clip(c) for c in DEFAULT_CLIPS]
+    summary = evaluate_checkpoint(
+        args.checkpoint,
+        clips=clips,
+        num_clips=args.num_clips,
+        overrides=args.overrides,
+        max_videos=args.max_videos,
+        device=args.device,
+    )
+    path = resolve_checkpoint(args.checkpoint)
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    out = args.out or run_dir / f"clip_length_{datetime.now():%Y-%m-%d_%H-%M-%S}"
+    out.mkdir(parents=True, exist_ok=True)
+    table = sweep_markdown(summary)
+    (out / "clip_length.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "clip_length.md").write_text(
+        f"# Test clip sweep of {summary['checkpoint']}\n\n"
+        f"Video top-1 / top-5 (%), {summary['num_crops']} crop(s) at {summary['test_size']}, "
+        f"{summary['videos_listed']} videos listed.\n\n{table}\n\n![sweep](clip_length.png)\n"
+    )
+    plot_sweep(summary, out / "clip_length.png")
+    print(table)
+    if summary["failures"]:
+        print(f"{len(summary['failures'])} videos failed (see clip_length.json)")
+    print(f"\nwrote {out}/clip_length.md, clip_length.json, clip_length.png")
+    return 0
+
+
+def cmd_mini(args) -> int:
+    from videogn.sweep.mini import run_mini_table8
+
+    return run_mini_table8(
+        out_dir=args.out_dir,
+        sweep_dir=args.sweep_dir or Path("multirun") / "mini_table8",
+        seeds=args.seeds,
+        batch2=args.batch2,
+        overrides=args.overrides,
+        cache_dir=args.cache_dir,
+        argv=sys.argv,
+    )
+
+
+COMMANDS = {
+    "table8": cmd_table8,
+    "report": cmd_report,
+    "clip-length": cmd_clip_length,
+    "mini-table8": cmd_mini,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"videogn-sweep {args.command}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

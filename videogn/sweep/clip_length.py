@@ -1,0 +1,306 @@
+"""Evaluate one checkpoint at several test clip lengths and numbers of test clips.
+
+The I3D is fully convolutional in time (global average pooling before the classifier), so a
+model trained on 32x2 clips runs on 8x8, 64x1 or 128x1 clips as they are. For each video
+the sweep:
+
+1. works out the frames every setting needs: K clips (K in e.g. 1, 3, 5, 10) placed as the
+   engine's test sampler places them, for every clip (8x8, 16x4, ...) whose window fits the
+   video (a window longer than the video is not evaluated on it, rather than looped);
+2. decodes the union of those frames ONCE (one ``decode`` call per video) and applies the
+   test transform (short-side resize, crops, normalization) once to all of them;
+3. slices each view out of that array, scores it (views shared by several K, e.g. the centre
+   clip of K = 1, 3 and 5, are scored once) and averages softmax scores per (clip, K).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from videogn.data.decoders import VideoDecodeError, open_video
+from videogn.data.lists import VideoRecord
+from videogn.data.samplers import TestClipSampler
+from videogn.data.transforms import TestTransform
+from videogn.engine.metrics import topk_hits
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CLIPS = ("8x8", "16x4", "32x2", "64x1", "128x1")
+DEFAULT_NUM_CLIPS = (1, 3, 5, 10)
+MIN_FRAMES = 8
+
+
+def parse_clip(text: str) -> tuple[int, int]:
+    """ "32x2" -> (32, 2)."""
+    try:
+        frames, interval = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"a clip is FRAMESxINTERVAL, e.g. 32x2; got {text!r}") from None
+    if frames < MIN_FRAMES or interval < 1:
+        raise ValueError(
+            f"clip {text!r}: need at least {MIN_FRAMES} frames (the I3D downsamples time by 8) "
+            "and a positive interval"
+        )
+    return frames, interval
+
+
+def window(clip: tuple[int, int]) -> int:
+    frames, interval = clip
+    return (frames - 1) * interval + 1
+
+
+@dataclass
+class SettingScores:
+    """Aggregated softmax scores of one (clip, K) setting, one row per video evaluated."""
+
+    scores: list[np.ndarray] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    view_hits: int = 0
+    num_views: int = 0
+    too_short: int = 0  # videos shorter than the clip's window
+
+    def summary(self) -> dict:
+        out = {"videos_evaluated": len(self.labels), "videos_too_short": self.too_short}
+        if not self.labels:
+            return out
+        hits = topk_hits(torch.from_numpy(np.stack(self.scores)), torch.tensor(self.labels))
+        out.update(
+            video_top1=100.0 * hits[1].float().mean().item(),
+            video_top5=100.0 * hits[5].float().mean().item(),
+            clip_top1=100.0 * self.view_hits / self.num_views,
+        )
+        return out
+
+
+def plan_views(
+    num_frames: int, fps: float | None, clips: list[tuple[int, int]], num_clips: list[int]
+) -> dict[tuple[tuple[int, int], int], list[np.ndarray]]:
+    """Frame indices of every view, per (clip, K), for a video of ``num_frames`` frames;
+    clips whose window exceeds the video are left out."""
+    plan = {}
+    for clip in clips:
+        if window(clip) > num_frames:
+            continue
+        for k in num_clips:
+            plan[(clip, k)] = TestClipSampler(*clip, num_clips=k)(num_frames, fps)
+    return plan
+
+
+@torch.no_grad()
+def score_video(
+    model: nn.Module,
+    views_of: Callable[[np.ndarray], torch.Tensor],
+    plan: dict[tuple[tuple[int, int], int], list[np.ndarray]],
+    device: torch.device,
+    views_per_batch: int,
+) -> dict[tuple[tuple[int, int], int], torch.Tensor]:
+    """Softmax scores [K * crops, classes] per setting; each distinct view scored once."""
+    distinct: dict[tuple, np.ndarray] = {}
+    for indices_list in plan.values():
+        for indices in indices_list:
+            distinct.setdefault(tuple(indices.tolist()), indices)
+    by_length: dict[int, list[tuple]] = {}
+    for key in distinct:
+        by_length.setdefault(len(key), []).append(key)
+    scored: dict[tuple, torch.Tensor] = {}
+    for keys in by_length.values():  # a batch must share the clip length
+        views = torch.stack([views_of(distinct[k]) for k in keys])  # [V, crops, C, T, H, W]
+        flat = views.flatten(0, 1)
+        probs = torch.cat(
+            [
+                model(chunk.to(device)).float().softmax(1).cpu()
+                for chunk in flat.split(views_per_batch)
+            ]
+        ).unflatten(0, views.shape[:2])
+        scored.update(zip(keys, probs, strict=True))
+    return {
+        setting: torch.cat([scored[tuple(ix.tolist())] for ix in indices_list])
+        for setting, indices_list in plan.items()
+    }
+
+
+def clip_length_sweep(
+    model: nn.Module,
+    records: list[VideoRecord],
+    *,
+    clips: list[tuple[int, int]],
+    num_clips: list[int],
+    transform: TestTransform,
+    device: torch.device,
+    backend: str = "pyav",
+    views_per_batch: int = 16,
+    open_video_fn: Callable = open_video,
+    progress: bool = True,
+) -> tuple[dict[tuple[tuple[int, int], int], SettingScores], list[dict]]:
+    """Evaluate ``model`` on ``records`` at every (clip, K); one decode per video.
+
+    Args:
+        open_video_fn: opens a video (``videogn.data.decoders.open_video`` signature).
+
+    Returns:
+        (scores per setting, failures [{"path", "reason"}]).
+    """
+    model.eval()
+    results = {(clip, k): SettingScores() for clip in clips for k in num_clips}
+    failures = []
+    for record in tqdm(records, desc="clip-length sweep", disable=not progress):
+        try:
+            with open_video_fn(record.path, backend=backend) as video:
+                plan = plan_views(video.num_frames, video.fps, clips, num_clips)
+                if not plan:
+                    raise VideoDecodeError(record.path, "shorter than every clip window")
+                union = np.unique(np.concatenate([np.concatenate(v) for v in plan.values()]))
+                frames = video.decode(union)
+        except VideoDecodeError as err:
+            failures.append({"path": record.path, "reason": err.reason})
+            logger.warning("skipping %s: %s", record.path, err.reason)
+            continue
+        # One transform over every decoded frame; views are slices along time.
+        all_views = transform(frames)  # [crops, C, U, H, W]
+
+        def views_of(indices: np.ndarray, all_views=all_views, union=union) -> torch.Tensor:
+            return all_views[:, :, torch.from_numpy(np.searchsorted(union, indices))]
+
+        scores = score_video(model, views_of, plan, device, views_per_batch)
+        for setting, acc in results.items():
+            if setting not in scores:
+                acc.too_short += 1
+                continue
+            probs = scores[setting]
+            acc.scores.append(probs.mean(0).numpy())
+            acc.labels.append(record.label)
+            acc.view_hits += int((probs.argmax(1) == record.label).sum())
+            acc.num_views += len(probs)
+    return results, failures
+
+
+# ------------------------------------------------------------------------------ checkpoint
+def evaluate_checkpoint(
+    checkpoint: str,
+    *,
+    clips: list[tuple[int, int]],
+    num_clips: list[int],
+    overrides: list[str] = (),
+    max_videos: int | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict:
+    """Rebuild the checkpoint's model and data from its recorded config, then sweep.
+
+    Args:
+        overrides: ``key=value`` replacing recorded settings (``data.root=...``,
+            ``test.num_crops=3``, ``test.short_side=...``).
+
+    Returns:
+        a JSON-able dict: checkpoint, training clip, settings (one entry per (clip, K)),
+        videos listed, failures.
+    """
+    from omegaconf import OmegaConf
+
+    from videogn.config import TrainConfig, enum_value
+    from videogn.engine import builders, distributed
+    from videogn.engine.checkpoint import load_checkpoint, resolve_checkpoint
+    from videogn.engine.run import set_cpu_threads
+
+    path = resolve_checkpoint(checkpoint)
+    state = load_checkpoint(path)
+    if "config" not in state:
+        raise ValueError(f"{path} records no config; it is not a videogn training checkpoint")
+    cfg = OmegaConf.merge(
+        OmegaConf.structured(TrainConfig), state["config"], OmegaConf.from_dotlist(list(overrides))
+    )
+    dist = distributed.DistInfo(device=distributed.resolve_device(device))
+    set_cpu_threads(cfg.trainer.num_threads, 0, dist.device)
+    model = builders.build_model(cfg, pretrained=False)
+    model.load_state_dict(state["model"])
+    model = model.to(dist.device)
+    source = builders.resolve_data_source(cfg.data, dist)
+    records = builders.read_records(source.val_list, source.val_root, source.num_classes)
+    records = records[:max_videos] if max_videos else records
+    mean, std = builders.normalization(cfg.data.normalization)
+    t = cfg.test
+    transform = TestTransform(t.short_side, t.crop_size, t.num_crops, mean=mean, std=std)
+    results, failures = clip_length_sweep(
+        model,
+        records,
+        clips=clips,
+        num_clips=num_clips,
+        transform=transform,
+        device=dist.device,
+        backend=enum_value(cfg.data.backend),
+        views_per_batch=t.views_per_batch,
+        progress=progress,
+    )
+    return {
+        "checkpoint": str(path),
+        "train_clip": f"{cfg.sampler.num_frames}x{cfg.sampler.frame_interval}",
+        "norm": enum_value(cfg.norm.name),
+        "num_crops": t.num_crops,
+        "test_size": f"{t.short_side}/{t.crop_size}",
+        "videos_listed": len(records),
+        "failures": failures,
+        "settings": [
+            {"clip": f"{c[0]}x{c[1]}", "num_clips": k, **acc.summary()}
+            for (c, k), acc in results.items()
+        ],
+    }
+
+
+def sweep_markdown(summary: dict) -> str:
+    """Rows: test clip; columns: number of test clips; cells: video top-1 (videos)."""
+    settings = summary["settings"]
+    clip_names = list(dict.fromkeys(s["clip"] for s in settings))
+    counts = list(dict.fromkeys(s["num_clips"] for s in settings))
+    by_key = {(s["clip"], s["num_clips"]): s for s in settings}
+    lines = [
+        "| test clip | " + " | ".join(f"{k} clip{'s' if k > 1 else ''}" for k in counts) + " |",
+        "|---|" + "---|" * len(counts),
+    ]
+    for clip in clip_names:
+        cells = []
+        for k in counts:
+            s = by_key[(clip, k)]
+            if "video_top1" not in s:
+                cells.append(f"*not evaluated ({s['videos_too_short']} videos too short)*")
+                continue
+            text = f"{s['video_top1']:.1f} / {s['video_top5']:.1f}"
+            if s["videos_too_short"]:
+                text += f" ({s['videos_evaluated']} videos; {s['videos_too_short']} too short)"
+            cells.append(text)
+        marker = " (training clip)" if clip == summary["train_clip"] else ""
+        lines.append(f"| {clip.replace('x', '×')}{marker} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_sweep(summary: dict, path) -> None:
+    """Video top-1 against the number of test clips, one line per test clip length."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for clip in dict.fromkeys(s["clip"] for s in summary["settings"]):
+        points = [
+            (s["num_clips"], s["video_top1"])
+            for s in summary["settings"]
+            if s["clip"] == clip and "video_top1" in s
+        ]
+        if points:
+            style = "-o" if clip == summary["train_clip"] else "--o"
+            ax.plot(*zip(*points, strict=True), style, label=clip.replace("x", "×"))
+    ax.set_xlabel("test clips per video")
+    ax.set_ylabel("video top-1 (%)")
+    ax.set_title(f"{summary['norm'].upper()} model trained on {summary['train_clip']}")
+    ax.grid(alpha=0.3)
+    ax.legend(title="test clip")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,174 @@
+"""The mini Table 8 task: a variant of the demo videos in which temporal context decides.
+
+As in :mod:`videogn.data.demo`, the class is (motion direction of a disk, order of a red and a
+blue flash): ``label = 2 * direction + order``. The difference is the flashes: here each one
+tints the WHOLE frame for ``event_length`` frames, ``event_gap`` frames apart, instead of
+lighting a small square somewhere. A tint is visible at every position, so the order becomes
+a local space-time pattern that even a tiny I3D can pick up, but only when its clip spans
+both flashes: a clip shorter than ``event_gap + event_length`` frames can never tell the
+order, a longer one can whenever it lands on both. Distractor tints (green, yellow) at random
+times make the colour matter. The direction is visible in any few frames, so half of the
+task is easy for every clip length and the other half needs time.
+
+Videos are real H.264 files (written like the demo's), with ``path label`` lists, generated
+once per parameter set under ``<cache_dir>/mini_<hash>/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from videogn.data.demo import DIRECTIONS, EVENT_COLOURS, class_names
+from videogn.data.video_writer import write_video
+
+GENERATOR_VERSION = 1
+DISTRACTOR_TINTS = ((40, 200, 40), (230, 220, 40))
+
+
+@dataclass(frozen=True)
+class MiniTaskParams:
+    """Everything that determines the generated videos (hashed into the cache key)."""
+
+    num_classes: int = 8
+    train_videos_per_class: int = 64
+    val_videos_per_class: int = 32
+    frames_per_video: int = 32
+    frame_size: int = 32
+    event_gap: int = 8
+    event_length: int = 2
+    tint: float = 0.6  # weight of the flash colour over the frame
+    distractors: int = 1
+    speed: float = 1.25  # pixels per frame of the moving disk
+    noise_std: float = 10.0
+    fps: int = 25
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.num_classes % 2 or not 2 <= self.num_classes <= 2 * len(DIRECTIONS):
+            raise ValueError(f"num_classes must be even, 2..16, got {self.num_classes}")
+        if self.frame_size < 16 or self.frame_size % 2:
+            raise ValueError(f"frame_size must be even and >= 16, got {self.frame_size}")
+        if not 1 <= self.event_length <= self.event_gap:
+            raise ValueError(f"need 1 <= event_length <= event_gap, got {self}")
+        if self.frames_per_video < self.event_gap + self.event_length:
+            raise ValueError(
+                f"frames_per_video={self.frames_per_video} cannot hold both flashes "
+                f"(event_gap + event_length = {self.event_gap + self.event_length})"
+            )
+        if not 0.0 < self.tint <= 1.0:
+            raise ValueError(f"tint must be in (0, 1], got {self.tint}")
+
+    def key(self) -> str:
+        text = json.dumps({"version": GENERATOR_VERSION, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def render_video(params: MiniTaskParams, label: int, rng: np.random.Generator) -> np.ndarray:
+    """Frames uint8 [T, S, S, 3] of one video of class ``label``."""
+    size, num_frames = params.frame_size, params.frames_per_video
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    base = (rng.uniform(70, 130) + rng.uniform(-15, 15, size=3)).astype(np.float32)
+    background = base + 10 * rng.standard_normal((size, size, 3), dtype=np.float32)
+    video = params.noise_std * rng.standard_normal((num_frames, size, size, 3), dtype=np.float32)
+    video += background
+
+    dy, dx = list(DIRECTIONS.values())[label // 2]
+    step = params.speed / float(np.hypot(dy, dx))
+    radius = max(size / 10, 2.5)
+    y0, x0 = rng.uniform(0, size, size=2)
+    t = np.arange(num_frames, dtype=np.float32)[:, None, None]
+    dist_y = np.abs(yy - (y0 + dy * step * t) % size)
+    dist_x = np.abs(xx - (x0 + dx * step * t) % size)
+    dist_y, dist_x = np.minimum(dist_y, size - dist_y), np.minimum(dist_x, size - dist_x)
+    video[dist_y**2 + dist_x**2 <= radius**2] = 245.0
+
+    last_start = num_frames - params.event_gap - params.event_length
+    first = int(rng.integers(0, last_start + 1))
+    order = ("red", "blue") if label % 2 == 0 else ("blue", "red")
+    events = [(first, EVENT_COLOURS[order[0]]), (first + params.event_gap, EVENT_COLOURS[order[1]])]
+    for _ in range(params.distractors):
+        colour = DISTRACTOR_TINTS[int(rng.integers(len(DISTRACTOR_TINTS)))]
+        events.append((int(rng.integers(0, num_frames - params.event_length + 1)), colour))
+    for start, colour in events:
+        span = slice(start, start + params.event_length)
+        video[span] = (1 - params.tint) * video[span] + params.tint * np.float32(colour)
+    return np.clip(video, 0, 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class MiniTaskDataset:
+    """Where a generated dataset lives (list paths are relative to ``root``)."""
+
+    root: Path
+    train_list: Path
+    val_list: Path
+    num_classes: int
+
+
+def _generate(params: MiniTaskParams, out_dir: Path) -> list[str]:
+    names = class_names(params.num_classes)
+    (out_dir / "classes.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
+    files = []
+    for split_id, split in enumerate(("train", "val")):
+        per_class = getattr(params, f"{split}_videos_per_class")
+        lines = []
+        for label, name in enumerate(names):
+            (out_dir / split / name).mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                rng = np.random.default_rng([params.seed, split_id, label, i, 7])
+                rel = f"{split}/{name}/{split}_{label:02d}_{i:04d}.mp4"
+                frames = render_video(params, label, rng)
+                write_video(out_dir / rel, frames, fps=params.fps, gop=12, quality=20)
+                lines.append(f"{rel} {label}")
+                files.append(rel)
+        (out_dir / f"{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return files
+
+
+def _is_complete(root: Path, params: MiniTaskParams) -> bool:
+    try:
+        manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if manifest.get("params") != asdict(params):
+        return False
+    return all((root / rel).is_file() for rel in manifest.get("files", ()))
+
+
+def ensure_mini_task(cache_dir: str | os.PathLike, **params) -> MiniTaskDataset:
+    """Generate the mini task under ``cache_dir`` unless an identical copy is there already.
+
+    Args:
+        cache_dir: parent folder; the videos go to ``<cache_dir>/mini_<params hash>/``.
+        **params: fields of :class:`MiniTaskParams`.
+    """
+    unknown = set(params) - set(MiniTaskParams.__dataclass_fields__)
+    if unknown:
+        raise TypeError(
+            f"unknown mini task parameters {sorted(unknown)}; "
+            f"known: {sorted(MiniTaskParams.__dataclass_fields__)}"
+        )
+    spec = MiniTaskParams(**params)
+    spec.validate()
+    cache_dir = Path(cache_dir).expanduser()
+    root = cache_dir / f"mini_{spec.key()}"
+    if not _is_complete(root, spec):
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=cache_dir))
+        try:
+            files = _generate(spec, staging)
+            manifest = {"version": GENERATOR_VERSION, "params": asdict(spec), "files": files}
+            (staging / "manifest.json").write_text(json.dumps(manifest, indent=1), "utf-8")
+            shutil.rmtree(root, ignore_errors=True)  # an interrupted earlier attempt
+            os.rename(staging, root)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return MiniTaskDataset(root, root / "train.txt", root / "val.txt", spec.num_classes)

@@ -1,0 +1,175 @@
+"""``videogn-sweep table8``: the six Table 8 runs as one hydra multirun, then the report.
+
+The experiment files (``conf/experiment/table8/*.yaml``) hold the paper's setting: 8 GPUs
+with 8 or 4 clips each. On fewer local processes the same total batch is kept by gradient
+accumulation (``trainer.accumulation_steps = 8 / processes``): every micro-batch still
+normalizes its own 8 or 4 clips, so BN sees exactly the statistics batch of the paper, and
+the step, lr and schedule are those of 8 GPUs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from videogn.sweep.cells import TABLE8, TABLE8_WORLD_SIZE
+from videogn.sweep.launch import Multirun, run_multirun, unfinished
+from videogn.sweep.report import match_runs, write_report
+from videogn.sweep.runs import read_runs
+
+logger = logging.getLogger(__name__)
+
+PRETRAINED_ENV = {"bn": "VIDEOGN_PRETRAINED_BN", "gn": "VIDEOGN_PRETRAINED_GN"}
+
+# Toy scale for CI: the demo dataset at 16x16 pixels, the one-block-per-stage I3D of width 8,
+# one epoch of 16 videos. The six cells keep their norm, clip (32x2 or 64x1: the 24-frame
+# videos loop) and per-process batch, so the multirun, the run directories, the 10-clip test
+# and the report are all the real ones.
+SMOKE_OVERRIDES = (
+    "data=demo",
+    "model=i3d_tiny",
+    "model.pretrained=null",
+    "data.num_classes=4",
+    "data.demo.params.train_videos_per_class=4",
+    "data.demo.params.val_videos_per_class=2",
+    "data.demo.params.frames_per_video=24",
+    "data.demo.params.frame_size=32",
+    "data.demo.params.event_gap=8",
+    "data.demo.params.event_length=2",
+    "data.num_workers=0",
+    "data.scale_range=[16,20]",
+    "data.crop_size=16",
+    "optim.epochs=1",
+    "optim.warmup_epochs=0",
+    "test.short_side=16",
+    "test.crop_size=16",
+    "test.num_workers=0",
+    "trainer.num_threads=1",
+    "trainer.progress_bar=false",
+    "trainer.precise_bn.num_batches=2",
+    "trainer.checkpoint_period=0",
+    "trainer.keep_checkpoints=1",
+)
+
+
+def accumulation_steps(world_size: int) -> int:
+    """Micro-batches per step that make ``world_size`` processes match the paper's 8 GPUs."""
+    if world_size < 1 or TABLE8_WORLD_SIZE % world_size:
+        raise ValueError(
+            f"Table 8 runs on {TABLE8_WORLD_SIZE} GPUs; {world_size} processes cannot reach the "
+            f"same total batch by accumulation (use 1, 2, 4 or 8 processes per run)"
+        )
+    return TABLE8_WORLD_SIZE // world_size
+
+
+def pretrained_env(from_scratch: bool, overrides: list[str]) -> dict[str, str | None]:
+    """The pretrained files, from VIDEOGN_PRETRAINED_BN / _GN, checked before any job starts.
+
+    Raises:
+        ValueError: a variable is unset, its file is missing, or ``model.pretrained=`` was
+            given (one value would go to BN and GN runs alike).
+    """
+    if any(o.split("=", 1)[0].lstrip("+") == "model.pretrained" for o in overrides):
+        raise ValueError(
+            "model.pretrained=... would give the BN and the GN runs the same weights; set "
+            "VIDEOGN_PRETRAINED_BN and VIDEOGN_PRETRAINED_GN instead (see docs/EXPERIMENTS.md)"
+        )
+    if from_scratch:
+        return {name: None for name in PRETRAINED_ENV.values()}
+    env: dict[str, str | None] = {}
+    for norm, name in PRETRAINED_ENV.items():
+        value = os.environ.get(name)
+        if not value:
+            raise ValueError(
+                f"{name} is not set: Table 8's {norm.upper()} runs start from an inflated "
+                f"ImageNet ResNet-50 (videogn-inflate SRC DST, then export {name}=DST); "
+                "pass --from-scratch to train without it"
+            )
+        if not Path(value).expanduser().is_file():
+            raise ValueError(f"{name}={value}: no such file")
+        env[name] = str(Path(value).expanduser().resolve())
+    return env
+
+
+def table8_multirun(
+    sweep_dir: Path,
+    overrides: list[str],
+    *,
+    smoke: bool = False,
+    nproc_per_node: int = 1,
+    slurm: bool = False,
+    skip_finished: bool = True,
+) -> Multirun:
+    """The multirun of the Table 8 cells not yet tested in ``sweep_dir``."""
+    experiments = [cell.experiment for cell in TABLE8]
+    if skip_finished:
+        experiments = unfinished(experiments, sweep_dir)
+    extra = list(SMOKE_OVERRIDES) + [f"data.demo.cache_dir={sweep_dir / '.demo_cache'}"]
+    extra = extra if smoke else []
+    user_sets_accumulation = any(o.startswith("trainer.accumulation_steps=") for o in overrides)
+    if not (smoke or slurm or user_sets_accumulation):
+        extra.append(f"trainer.accumulation_steps={accumulation_steps(nproc_per_node)}")
+    return Multirun(
+        experiments=experiments,
+        sweep_dir=sweep_dir,
+        overrides=extra + list(overrides),
+        nproc_per_node=1 if slurm else nproc_per_node,
+        launcher="table8_slurm" if slurm else None,
+    )
+
+
+def launch_table8(
+    sweep_dir: str | Path,
+    overrides: list[str],
+    *,
+    smoke: bool = False,
+    from_scratch: bool = False,
+    nproc_per_node: int = 1,
+    slurm: bool = False,
+    dry_run: bool = False,
+) -> int:
+    """Train and test the Table 8 cells, then write ``<sweep dir>/table8.md`` and ``.png``."""
+    sweep_dir = Path(sweep_dir).expanduser().resolve()
+    env = pretrained_env(from_scratch or smoke, overrides)
+    multirun = table8_multirun(
+        sweep_dir, overrides, smoke=smoke, nproc_per_node=nproc_per_node, slurm=slurm
+    )
+    status = 0
+    if multirun.experiments:
+        status = run_multirun(multirun, env=env, dry_run=dry_run)
+    else:
+        logger.info("every Table 8 cell in %s is tested already", sweep_dir)
+    if dry_run:
+        return status
+    if any(sweep_dir.rglob("config.yaml")):
+        text = report_table8([sweep_dir], sweep_dir / "table8.md", sweep_dir / "table8.png")
+        print(text)
+    return status
+
+
+def report_table8(paths: list[str | Path], out_md: str | Path, out_png: str | Path) -> str:
+    """``videogn-sweep report``: Table 8 from run directories (or folders holding them)."""
+    records = read_runs(paths)
+    results, unmatched = match_runs(TABLE8, records)
+    preamble = (
+        "GN paper (Wu & He, ECCV 2018) Table 8: I3D ResNet-50 on Kinetics-400, 8 GPUs, "
+        "10-clip test. Columns: training clip (frames × interval), clips per GPU (the BN "
+        "statistics batch)."
+    )
+    toy = [r for r in records if r.dataset != "kinetics400" or r.base_width != 64]
+    if toy:
+        preamble += (
+            f"\n\n**{len(toy)} of {len(records)} runs are not at the paper's scale** (dataset "
+            f"{', '.join(sorted({r.dataset for r in toy}))}, or a reduced model): their "
+            "differences to the paper's numbers mean nothing."
+        )
+    unscratched = [r for r in records if r.dataset == "kinetics400" and not r.pretrained]
+    if unscratched:
+        preamble += (
+            f"\n\n{len(unscratched)} Kinetics run(s) started from scratch, not from an "
+            "ImageNet ResNet-50 as in the paper."
+        )
+    return write_report(
+        results, unmatched, out_md, out_png, title="Table 8", unit="GPU", preamble=preamble
+    )
