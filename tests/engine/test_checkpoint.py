@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from videogn.engine.checkpoint import (
-    atomic_save,
     capture_rng_state,
     latest_checkpoint,
     load_checkpoint,
@@ -17,6 +16,7 @@ from videogn.engine.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from videogn.utils.io import atomic_save
 
 
 def test_atomic_save_replaces_without_leftovers(tmp_path):

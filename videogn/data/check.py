@@ -10,13 +10,13 @@ from __future__ import annotations
 import csv
 import os
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from videogn.data.decoders import VideoDecodeError, open_video
 from videogn.data.lists import VideoRecord
+from videogn.utils.parallel import progress_map
 
 REPORT_COLUMNS = ("path", "status", "reason", "frames", "fps", "width", "height")
 _FULL_DECODE_CHUNK = 128  # frames per decode call when checking every frame (bounds memory)
@@ -77,22 +77,10 @@ def check_videos(
     progress: bool = True,
 ) -> list[VideoCheck]:
     """Check (list path, resolved path) pairs with `workers` processes; results in input order."""
-    from tqdm import tqdm
-
     tasks = [(path, resolved, backend, min_frames, full) for path, resolved in items]
-    bar = tqdm(total=len(tasks), desc="checking videos", unit="video", disable=not progress)
-    results = []
-    with bar:
-        if workers <= 1:
-            for task in tasks:
-                results.append(_check_task(task))
-                bar.update()
-        else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                for result in pool.map(_check_task, tasks, chunksize=4):
-                    results.append(result)
-                    bar.update()
-    return results
+    return progress_map(
+        _check_task, tasks, workers=workers, desc="checking videos", chunksize=4, progress=progress
+    )
 
 
 def write_report(results: list[VideoCheck], report_path: str | os.PathLike) -> None:

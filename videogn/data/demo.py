@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -42,6 +43,8 @@ DIRECTIONS = {  # name: (dy, dx); opposite pairs first, so 4 classes = right/lef
 EVENT_COLOURS = {"red": (230, 30, 30), "blue": (30, 60, 230)}
 DISTRACTOR_COLOURS = ((40, 200, 40), (230, 220, 40), (200, 40, 200))
 SPLITS = ("train", "val")
+# render(params, label, rng) -> (frames uint8 [T, H, W, 3], annotation)
+Renderer = Callable[..., tuple[np.ndarray, dict]]
 
 
 @dataclass(frozen=True)
@@ -147,22 +150,20 @@ def render_video(
     return np.clip(video, 0, 255).astype(np.uint8), annotation
 
 
-def _generate(params: DemoParams, out_dir: Path) -> dict:
-    names = class_names(params.num_classes)
+def _generate(spec, out_dir: Path, render: Renderer, seed_tail: tuple, quality: int) -> dict:
+    names = class_names(spec.num_classes)
     (out_dir / "classes.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
     annotations, encoder = {}, None
     for split_id, split in enumerate(SPLITS):
-        per_class = (
-            params.train_videos_per_class if split == "train" else params.val_videos_per_class
-        )
+        per_class = getattr(spec, f"{split}_videos_per_class")
         lines = []
         for label, name in enumerate(names):
             (out_dir / split / name).mkdir(parents=True, exist_ok=True)
             for i in range(per_class):
-                rng = np.random.default_rng([params.seed, split_id, label, i])
-                frames, annotation = render_video(params, label, rng)
+                rng = np.random.default_rng([spec.seed, split_id, label, i, *seed_tail])
+                frames, annotation = render(spec, label, rng)
                 rel = f"{split}/{name}/{split}_{label:02d}_{i:04d}.mp4"
-                encoder = write_video(out_dir / rel, frames, fps=params.fps, gop=12, quality=23)
+                encoder = write_video(out_dir / rel, frames, fps=spec.fps, gop=12, quality=quality)
                 annotations[rel] = annotation
                 lines.append(f"{rel} {label}")
         (out_dir / f"{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -170,14 +171,68 @@ def _generate(params: DemoParams, out_dir: Path) -> dict:
     return {"encoder": encoder, "num_videos": len(annotations), "files": sorted(annotations)}
 
 
-def _is_complete(root: Path, params: DemoParams) -> bool:
+def _is_complete(root: Path, spec, version: int) -> bool:
     try:
         manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    if manifest.get("params") != asdict(params) or manifest.get("version") != GENERATOR_VERSION:
+    if manifest.get("params") != asdict(spec) or manifest.get("version") != version:
         return False
     return all((root / rel).is_file() for rel in manifest.get("files", ()))
+
+
+def make_spec(params_cls, params: dict, what: str):
+    """``params_cls(**params)``, validated, with unknown names listed against the known ones."""
+    unknown = set(params) - set(params_cls.__dataclass_fields__)
+    if unknown:
+        raise TypeError(
+            f"unknown {what} parameters {sorted(unknown)}; "
+            f"known: {sorted(params_cls.__dataclass_fields__)}"
+        )
+    spec = params_cls(**params)
+    spec.validate()
+    return spec
+
+
+def generate_cached(
+    cache_dir: str | os.PathLike,
+    prefix: str,
+    spec,
+    render: Renderer,
+    *,
+    version: int,
+    seed_tail: tuple = (),
+    quality: int = 23,
+) -> Path:
+    """Write a synthetic `path label` dataset to `<cache_dir>/<prefix>_<spec.key()>/` once.
+
+    `spec` is a frozen dataclass with `num_classes`, `{train,val}_videos_per_class`, `fps`,
+    `seed` and `key()`; `render(spec, label, rng)` gives a video's frames and annotation.
+    Video i of class c in split s draws from `default_rng([seed, s, c, i, *seed_tail])`, so
+    the files are the same on every machine. A finished copy (its manifest matches `spec` and
+    `version`) is reused; generation happens in a staging folder that is renamed into place.
+    """
+    cache_dir = Path(cache_dir).expanduser()
+    root = cache_dir / f"{prefix}_{spec.key()}"
+    if _is_complete(root, spec, version):
+        return root
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=cache_dir))
+    try:
+        summary = _generate(spec, staging, render, seed_tail, quality)
+        manifest = {"version": version, "params": asdict(spec), **summary}
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        # Move the finished dataset into place; a concurrent finisher's identical copy wins.
+        if root.exists() and not _is_complete(root, spec, version):
+            shutil.rmtree(root, ignore_errors=True)  # leftover of an interrupted run
+        try:
+            os.rename(staging, root)
+        except OSError:
+            if not _is_complete(root, spec, version):
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return root
 
 
 def ensure_demo_dataset(cache_dir: str | os.PathLike, **params) -> DemoDataset:
@@ -188,26 +243,8 @@ def ensure_demo_dataset(cache_dir: str | os.PathLike, **params) -> DemoDataset:
         **params: fields of `DemoParams` (num_classes, train_videos_per_class, ...,
             frames_per_video, frame_size, event_gap, seed).
     """
-    unknown = set(params) - set(DemoParams.__dataclass_fields__)
-    if unknown:
-        raise TypeError(
-            f"unknown demo parameters {sorted(unknown)}; "
-            f"known: {sorted(DemoParams.__dataclass_fields__)}"
-        )
-    spec = DemoParams(**params)
-    spec.validate()
-    cache_dir = Path(cache_dir)
-    root = cache_dir / f"demo_{spec.key()}"
-    if not _is_complete(root, spec):
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=cache_dir))
-        try:
-            summary = _generate(spec, staging)
-            manifest = {"version": GENERATOR_VERSION, "params": asdict(spec), **summary}
-            (staging / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-            _publish(staging, root, spec)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    spec = make_spec(DemoParams, params, "demo")
+    root = generate_cached(cache_dir, "demo", spec, render_video, version=GENERATOR_VERSION)
     return DemoDataset(
         root=root,
         train_list=root / "train.txt",
@@ -216,14 +253,3 @@ def ensure_demo_dataset(cache_dir: str | os.PathLike, **params) -> DemoDataset:
         num_classes=spec.num_classes,
         params=spec,
     )
-
-
-def _publish(staging: Path, root: Path, spec: DemoParams) -> None:
-    """Move a finished dataset into place; a concurrent finisher's identical copy wins."""
-    if root.exists() and not _is_complete(root, spec):
-        shutil.rmtree(root, ignore_errors=True)  # leftover of an interrupted run
-    try:
-        os.rename(staging, root)
-    except OSError:
-        if not _is_complete(root, spec):
-            raise

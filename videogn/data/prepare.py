@@ -19,7 +19,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path, PurePath
@@ -30,6 +29,7 @@ import numpy as np
 from videogn.data.decoders import VideoDecodeError
 from videogn.data.lists import VideoRecord
 from videogn.data.pyav_backend import PyAVReader, frame_rotation
+from videogn.utils.parallel import progress_map
 
 SETTINGS_FILE = "prepare.json"
 OUTPUT_SUFFIX = ".mp4"
@@ -199,8 +199,6 @@ def prepare_dataset(
     progress: bool = True,
 ) -> list[PrepareResult]:
     """Re-encode every record (paths as in the list, relative to `root`); results in order."""
-    from tqdm import tqdm
-
     output_root = os.fspath(output_root)
     check_settings(output_root, settings)
     outputs = [output_name(r.path, root) for r in records]
@@ -214,19 +212,9 @@ def prepare_dataset(
         (r.path, _resolve(r.path, root), output_root, output, settings)
         for r, output in zip(records, outputs, strict=True)
     ]
-    results = []
-    bar = tqdm(total=len(tasks), desc="preparing videos", unit="video", disable=not progress)
-    with bar:
-        if workers <= 1:
-            for task in tasks:
-                results.append(_prepare_task(task))
-                bar.update()
-        else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                for result in pool.map(_prepare_task, tasks, chunksize=1):
-                    results.append(result)
-                    bar.update()
-    return results
+    return progress_map(
+        _prepare_task, tasks, workers=workers, desc="preparing videos", progress=progress
+    )
 
 
 def _resolve(path: str, root: str | os.PathLike | None) -> str:

@@ -10,14 +10,14 @@ seed), ``config`` (the resolved run config) and ``meta``.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import re
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
+
+from videogn.utils.io import atomic_save
 
 logger = logging.getLogger(__name__)
 
@@ -60,30 +60,6 @@ def resolve_checkpoint(path: str | Path) -> Path:
             )
         return latest
     raise FileNotFoundError(f"checkpoint '{path}' is neither a file nor a run directory")
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file, fsync it, then rename over ``path``.
-
-    A crash at any point leaves either the old file or the complete new one, never a torn
-    file; the directory fsync makes the rename itself durable.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def save_checkpoint(state: dict, run_dir: str | Path, global_iteration: int, keep: int) -> Path:

@@ -352,7 +352,7 @@ def save_inflated(
     ``inflation`` (:meth:`InflationReport.summary`), ``meta`` (``input``: how the source was
     pretrained to see pixels; ``model_config``: what builds the matching model).
     """
-    from videogn.engine.checkpoint import atomic_save
+    from videogn.utils.io import atomic_save
 
     path = Path(path).expanduser()
     checkpoint = {
