@@ -107,3 +107,33 @@ def test_nan_stops_before_the_step_with_a_diagnosis(tmp_path):
     assert "first layer with a non-finite output" in message
     saved = [int(p.stem.split("_")[1]) for p in list_checkpoints(tmp_path)]
     assert max(saved) == failed - 1  # the last good checkpoint, nothing after
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_uint8_batches_reach_the_model_as_the_float_transform_output(channels_last):
+    """data.output_dtype=uint8 (the default) normalizes on the device: the model sees exactly
+    the tensor the float transforms would have made, in the memory format it runs in."""
+    import numpy as np
+
+    from videogn.data.transforms import NORMALIZATIONS, TestTransform, TrainTransform
+    from videogn.engine.trainer import model_input
+
+    mean, std = NORMALIZATIONS["torchvision"]
+    frames = np.random.default_rng(0).integers(0, 256, (8, 40, 52, 3), dtype=np.uint8)
+    train = dict(scale_range=(36, 44), crop_size=32, flip_p=0.5, mean=mean, std=std)
+    as_float = TrainTransform(**train)(frames, np.random.default_rng(1))
+    as_uint8 = TrainTransform(**train, output_dtype="uint8")(frames, np.random.default_rng(1))
+    batch = torch.stack([as_uint8, as_uint8.flip(-1)])
+    seen = model_input(batch, (mean, std), channels_last)
+    assert seen.dtype == torch.float32
+    assert torch.equal(seen, torch.stack([as_float, as_float.flip(-1)]))
+    assert seen.is_contiguous(memory_format=torch.channels_last_3d) == channels_last
+
+    test = dict(short_side=36, crop_size=36, num_crops=3, mean=mean, std=std)
+    views = TestTransform(**test, output_dtype="uint8")(frames)
+    assert views.is_contiguous(memory_format=torch.channels_last_3d)  # as decoded
+    seen = model_input(views, (mean, std), channels_last)
+    assert torch.equal(seen, TestTransform(**test)(frames))
+    assert seen.is_contiguous(memory_format=torch.channels_last_3d) == channels_last
+    with pytest.raises(ValueError, match="normalization"):
+        model_input(batch, None, channels_last)

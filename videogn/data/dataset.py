@@ -58,7 +58,8 @@ def _load_frames(record: VideoRecord, backend: str, threads: int, choose_indices
 
 
 class VideoClipDataset(Dataset):
-    """Training clips: {"clip": float [C, T, H, W], "label": int, "index": int}.
+    """Training clips: {"clip": [C, T, H, W] (float, or uint8 to normalize on the device),
+    "label": int, "index": int}.
 
     `index` is the record actually returned (it differs from the requested one after a
     substitution). `failures` lists (path, reason) seen by this process.
@@ -160,7 +161,8 @@ class VideoClipDataset(Dataset):
 class VideoTestDataset(Dataset):
     """All K x S views of a video from one decode.
 
-    Item: {"views": float [K*S, C, T, H, W] (clip-major: clip k's crops are k*S .. k*S+S-1),
+    Item: {"views": float or uint8 [K*S, C, T, H, W] (clip-major: clip k's crops are
+    k*S .. k*S+S-1),
     "label": int, "index": int, "error": str | None}; a failed video has empty views and an
     error, and is never skipped.
     """
@@ -210,7 +212,7 @@ class VideoTestDataset(Dataset):
 def collate_test(batch: list[dict]) -> dict:
     """Batch test items of any size, failures included.
 
-    Returns {"views": float [sum of views, C, T, H, W] (successful videos, in batch order),
+    Returns {"views": float or uint8 [sum of views, C, T, H, W] (successful videos, in batch order),
     "num_views": long [B] (0 for a failed video), "label": long [B], "index": long [B],
     "error": list of str | None}. Split scores per video with `torch.split(x, num_views)`.
     """

@@ -190,7 +190,12 @@ def build_train_dataset(cfg: DictConfig, records: list):
         short_video=enum_value(cfg.sampler.short_video),
     )
     transform = TrainTransform(
-        scale_range=tuple(d.scale_range), crop_size=d.crop_size, flip_p=d.flip_p, mean=mean, std=std
+        scale_range=tuple(d.scale_range),
+        crop_size=d.crop_size,
+        flip_p=d.flip_p,
+        mean=mean,
+        std=std,
+        output_dtype=enum_value(d.output_dtype),
     )
     return VideoClipDataset(
         records,
@@ -214,7 +219,12 @@ def build_test_dataset(cfg: DictConfig, records: list):
         cfg.sampler.num_frames, cfg.sampler.frame_interval, num_clips=t.num_clips
     )
     transform = TestTransform(
-        short_side=t.short_side, crop_size=t.crop_size, num_crops=t.num_crops, mean=mean, std=std
+        short_side=t.short_side,
+        crop_size=t.crop_size,
+        num_crops=t.num_crops,
+        mean=mean,
+        std=std,
+        output_dtype=enum_value(cfg.data.output_dtype),
     )
     return VideoTestDataset(
         records, sampler=sampler, transform=transform, backend=enum_value(cfg.data.backend)
@@ -349,6 +359,7 @@ def train_options(
         max_iterations=t.max_iterations,
         # Recorded with the weights: the input normalization they expect.
         extra_state={"normalization": list(map(list, normalization(cfg.data.normalization)))},
+        input_normalization=normalization(cfg.data.normalization),
     )
 
 

@@ -51,12 +51,24 @@ class VideoResult:
 
 @torch.no_grad()
 def score_views(
-    model: nn.Module, views: torch.Tensor, views_per_batch: int, forward_context, device
+    model: nn.Module,
+    views: torch.Tensor,
+    views_per_batch: int,
+    forward_context,
+    device,
+    prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Softmax scores [V, num_classes] of a video's views, ``views_per_batch`` at a time."""
     probs = []
     for chunk in views.split(views_per_batch):
         chunk = chunk.to(device, non_blocking=True)
+        if prepare is not None:
+            chunk = prepare(chunk)
+        elif chunk.dtype == torch.uint8:
+            raise ValueError(
+                "uint8 test views need normalizing before the model: pass prepare "
+                "(videogn.engine.trainer.model_input) or a float32 test transform"
+            )
         with forward_context():
             logits = model(chunk)
         probs.append(logits.float().softmax(dim=1).cpu())
@@ -82,7 +94,8 @@ def evaluate_shard(
         dataset: items are dicts with "views" [V, C, T, H, W], "label", "index", "error".
         aggregate: "mean", "sum" or "max" of the views' softmax scores.
         forward_context: a context-manager factory wrapped around each forward (autocast).
-        prepare: applied to each chunk of views before the forward (memory format).
+        prepare: applied to each chunk of views on the device, before the forward
+            (uint8 views -> normalized float, memory format).
     """
     if aggregate not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation '{aggregate}'; valid: {', '.join(AGGREGATIONS)}")
@@ -96,10 +109,7 @@ def evaluate_shard(
         if item.get("error"):
             results.append(VideoResult(index, label, error=str(item["error"])))
             continue
-        views = item["views"]
-        if prepare is not None:
-            views = prepare(views)
-        probs = score_views(model, views, views_per_batch, forward_context, device)
+        probs = score_views(model, item["views"], views_per_batch, forward_context, device, prepare)
         hits = topk_hits(probs, torch.full((len(probs),), label))
         results.append(
             VideoResult(

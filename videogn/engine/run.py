@@ -17,7 +17,7 @@ from videogn.config import TrainConfig, enum_value
 from videogn.engine import builders, distributed
 from videogn.engine.checkpoint import latest_checkpoint, load_checkpoint, resolve_checkpoint
 from videogn.engine.evaluate import evaluate_shard, gather_results, summarize, write_results
-from videogn.engine.trainer import Trainer
+from videogn.engine.trainer import Trainer, model_input
 
 logger = logging.getLogger(__name__)
 
@@ -161,10 +161,10 @@ def test_model(
     records = builders.read_records(source.val_list, source.val_root, source.num_classes)
     records = records[: cfg.test.max_videos]  # max_videos None: all of them
     t = cfg.test
-    channels_last = cfg.trainer.channels_last_3d
+    input_normalization = builders.normalization(cfg.data.normalization)
 
     def prepare(views: torch.Tensor) -> torch.Tensor:
-        return views.contiguous(memory_format=torch.channels_last_3d) if channels_last else views
+        return model_input(views, input_normalization, cfg.trainer.channels_last_3d)
 
     logger.info(
         "testing %d videos: %d clips x %d crops of %dx%d frames, %s of softmax scores",

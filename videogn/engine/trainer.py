@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from videogn.data.transforms import normalize_on_device
 from videogn.engine import distributed
 from videogn.engine.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
 from videogn.engine.guards import (
@@ -39,6 +40,25 @@ class Position:
     global_iteration: int = 0
 
 
+def model_input(
+    clips: torch.Tensor, normalization: tuple | None, channels_last_3d: bool
+) -> torch.Tensor:
+    """Clips on the device -> what the model takes: float, normalized, in its memory format.
+
+    The loaders send uint8 clips (``data.output_dtype=uint8``): 4x fewer bytes through the
+    workers' shared memory and to the GPU, and no float pass in the workers. They are
+    normalized here, with the transforms' own arithmetic, so the values are the same.
+    """
+    # uint8 test views come channels-last (their decoded layout); the model gets its own.
+    memory_format = torch.channels_last_3d if channels_last_3d else torch.contiguous_format
+    clips = clips.contiguous(memory_format=memory_format)  # on uint8: 4x cheaper than on float
+    if clips.dtype == torch.uint8:
+        if normalization is None:
+            raise ValueError("uint8 clips need the input normalization (mean, std)")
+        return normalize_on_device(clips, *normalization, memory_format=memory_format)
+    return clips
+
+
 @dataclass
 class TrainOptions:
     """Everything the loop needs to know, as plain values (built from the config)."""
@@ -57,6 +77,8 @@ class TrainOptions:
     progress_bar: bool = True
     max_iterations: int | None = None
     extra_state: dict = field(default_factory=dict)  # recorded in every checkpoint
+    # (mean, std) for uint8 clips, which are normalized on the device (see model_input)
+    input_normalization: tuple | None = None
 
 
 @dataclass
@@ -125,9 +147,7 @@ class Trainer:
 
     def prepare(self, clips: torch.Tensor) -> torch.Tensor:
         clips = clips.to(self.dist.device, non_blocking=True)
-        if self.options.channels_last_3d:
-            clips = clips.contiguous(memory_format=torch.channels_last_3d)
-        return clips
+        return model_input(clips, self.options.input_normalization, self.options.channels_last_3d)
 
     def forward_backward(self, micro_batches: list[dict]) -> tuple[torch.Tensor, ...]:
         """Accumulate gradients over the micro-batches.
