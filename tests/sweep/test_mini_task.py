@@ -56,3 +56,11 @@ def test_unknown_and_invalid_parameters_are_named(tmp_path):
         ensure_mini_task(tmp_path, frame_sise=32)
     with pytest.raises(ValueError, match="frames_per_video=7"):
         ensure_mini_task(tmp_path, frames_per_video=7, event_gap=6, event_length=2)
+
+
+def test_task_changes_from_the_command_line():
+    from videogn.cli.sweep import _task_changes
+
+    assert _task_changes(["event_gap=4", "tint=0.5"]) == {"event_gap": 4, "tint": 0.5}
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        _task_changes(["event_gap"])

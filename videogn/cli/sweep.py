@@ -99,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     mini.add_argument("overrides", nargs="*", help="hydra overrides for every run")
     mini.add_argument("--seeds", type=_ints, default=[0])
     mini.add_argument("--batch2", action="store_true", help="also BN and GN at batch 2")
+    mini.add_argument(
+        "--task",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change a task parameter (videogn.sweep.mini_task.MiniTaskParams), e.g. event_gap=6",
+    )
     mini.add_argument("--out-dir", type=Path, default=Path("docs"))
     mini.add_argument("--sweep-dir", type=Path, default=None, help="default multirun/mini_table8")
     mini.add_argument(
@@ -178,6 +185,16 @@ def cmd_clip_length(args) -> int:
     return 0
 
 
+def _task_changes(pairs: list[str]) -> dict:
+    changes = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--task expects KEY=VALUE, got {pair!r}")
+        changes[key] = float(value) if "." in value else int(value)
+    return changes
+
+
 def cmd_mini(args) -> int:
     from videogn.sweep.mini import run_mini_table8
 
@@ -186,6 +203,7 @@ def cmd_mini(args) -> int:
         sweep_dir=args.sweep_dir or Path("multirun") / "mini_table8",
         seeds=args.seeds,
         batch2=args.batch2,
+        task_changes=_task_changes(args.task),
         overrides=args.overrides,
         cache_dir=args.cache_dir,
         argv=sys.argv,

@@ -209,13 +209,15 @@ def run_mini_table8(
     seeds: list[int],
     batch2: bool,
     overrides: list[str],
+    task_changes: dict | None = None,
     cache_dir: Path | None,
     argv: list[str],
 ) -> int:
     """Generate the task, train and test every cell (one multirun), write the report."""
     start = time.perf_counter()
     load_before = os.getloadavg()
-    task = ensure_mini_task(cache_dir or default_cache_dir(), **MINI_TASK)
+    task_params = {**MINI_TASK, **(task_changes or {})}
+    task = ensure_mini_task(cache_dir or default_cache_dir(), **task_params)
     cells = MINI_TABLE8 + (MINI_BATCH2 if batch2 else ())
     sweep_dir = Path(sweep_dir).expanduser().resolve()
     multirun = Multirun(
@@ -233,7 +235,9 @@ def run_mini_table8(
         f"on {machine_description()}. Load average (1/5/15 min) before: "
         f"{' / '.join(f'{x:.2f}' for x in load_before)}, after: "
         f"{' / '.join(f'{x:.2f}' for x in load_after)}. Runs in `{sweep_dir}`; task videos in "
-        f"`{task.root}`."
+        f"`{task.root}`. Task: "
+        + ", ".join(f"{key}={value}" for key, value in task_params.items())
+        + "."
     )
     out_dir = Path(out_dir)
     text = report_mini([sweep_dir], out_dir / "mini_table8.md", out_dir / "mini_table8.png", notes)
