@@ -48,7 +48,7 @@ def test_mini_cells_differ_only_in_norm_clip_and_batch(make_cfg, cell):
     cfg = make_cfg(f"experiment={cell.experiment}", "data.root=/mini")
     assert cfg.norm.name.name == cell.norm and cfg.data.batch_size == cell.batch
     assert f"{cfg.sampler.num_frames}x{cfg.sampler.frame_interval}" == cell.clip
-    assert cfg.optim.epochs == 20 and cfg.model.base_width == 8
+    assert cfg.optim.epochs == 40 and cfg.model.base_width == 8
     assert cfg.optim.base_lr == (0.4 if cell.norm == "bn" else 0.05)
 
 

@@ -60,10 +60,12 @@ def command_line_overrides(cfg: DictConfig) -> DictConfig:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="test")
 def hydra_main(cfg: DictConfig) -> None:
     out_dir = HydraConfig.get().runtime.output_dir
+    finished = False
     try:
         summary = test_checkpoint(cfg.checkpoint, command_line_overrides(cfg), out_dir)
+        finished = True
     finally:
-        distributed.shutdown_distributed()
+        distributed.shutdown_distributed(synchronize=finished)
     if summary is None:
         return
     if "video_top1" in summary:

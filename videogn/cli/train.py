@@ -70,13 +70,16 @@ def format_summary(summary: dict, seconds: float) -> str:
 def hydra_main(cfg: DictConfig) -> None:
     start = time.perf_counter()
     run_dir = HydraConfig.get().runtime.output_dir
+    finished = False
     try:
         summary = train(cfg, run_dir)
+        finished = True
     except NonFiniteLossError as e:
         logger.error("%s", e)
         sys.exit(EXIT_NON_FINITE)
     finally:
-        distributed.shutdown_distributed()
+        # No barrier after a failure: a peer may be gone, and the barrier would wait for it.
+        distributed.shutdown_distributed(synchronize=finished)
     if summary["rank"] == 0:
         logger.info("%s", format_summary(summary, time.perf_counter() - start))
 
