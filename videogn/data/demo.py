@@ -109,6 +109,24 @@ def class_names(num_classes: int) -> list[str]:
     ]
 
 
+def draw_moving_disk(
+    video: np.ndarray, direction: int, speed: float, radius: float, rng: np.random.Generator
+) -> None:
+    """Paint a white disk moving along ``DIRECTIONS[direction]`` at ``speed`` pixels per frame
+    into ``video`` [T, S, S, 3]; it wraps around the frame, so it is always visible and keeps
+    its direction. Draws its start position from ``rng``."""
+    num_frames, size = video.shape[0], video.shape[1]
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    dy, dx = list(DIRECTIONS.values())[direction]
+    step = speed / float(np.hypot(dy, dx))
+    y0, x0 = rng.uniform(0, size, size=2)
+    t = np.arange(num_frames, dtype=np.float32)[:, None, None]
+    dist_y = np.abs(yy - (y0 + dy * step * t) % size)
+    dist_x = np.abs(xx - (x0 + dx * step * t) % size)
+    dist_y, dist_x = np.minimum(dist_y, size - dist_y), np.minimum(dist_x, size - dist_x)
+    video[dist_y**2 + dist_x**2 <= radius**2] = 245.0
+
+
 def render_video(
     params: DemoParams, label: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, dict]:
@@ -123,16 +141,7 @@ def render_video(
     video = params.noise_std * rng.standard_normal((frames_n, size, size, 3), dtype=np.float32)
     video += background
 
-    # The moving disk wraps around the frame, so it is always visible and keeps its direction.
-    dy, dx = list(DIRECTIONS.values())[label // 2]
-    step = params.speed / float(np.hypot(dy, dx))
-    radius = max(size / 12, 2.5)
-    y0, x0 = rng.uniform(0, size, size=2)
-    t = np.arange(frames_n, dtype=np.float32)[:, None, None]
-    dist_y = np.abs(yy - (y0 + dy * step * t) % size)
-    dist_x = np.abs(xx - (x0 + dx * step * t) % size)
-    dist_y, dist_x = np.minimum(dist_y, size - dist_y), np.minimum(dist_x, size - dist_x)
-    video[dist_y**2 + dist_x**2 <= radius**2] = 245.0
+    draw_moving_disk(video, label // 2, params.speed, max(size / 12, 2.5), rng)
 
     first = int(rng.integers(0, frames_n - params.event_gap - params.event_length + 1))
     order = ("red", "blue") if label % 2 == 0 else ("blue", "red")

@@ -24,7 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from videogn.data.demo import DIRECTIONS, EVENT_COLOURS, generate_cached, make_spec
+from videogn.data.demo import (
+    DIRECTIONS,
+    EVENT_COLOURS,
+    draw_moving_disk,
+    generate_cached,
+    make_spec,
+)
 
 GENERATOR_VERSION = 1
 DISTRACTOR_TINTS = ((40, 200, 40), (230, 220, 40))
@@ -73,21 +79,12 @@ def render_video(
 ) -> tuple[np.ndarray, dict]:
     """Frames uint8 [T, S, S, 3] of one video of class ``label``, and its event annotation."""
     size, num_frames = params.frame_size, params.frames_per_video
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     base = (rng.uniform(70, 130) + rng.uniform(-15, 15, size=3)).astype(np.float32)
     background = base + 10 * rng.standard_normal((size, size, 3), dtype=np.float32)
     video = params.noise_std * rng.standard_normal((num_frames, size, size, 3), dtype=np.float32)
     video += background
 
-    dy, dx = list(DIRECTIONS.values())[label // 2]
-    step = params.speed / float(np.hypot(dy, dx))
-    radius = max(size / 10, 2.5)
-    y0, x0 = rng.uniform(0, size, size=2)
-    t = np.arange(num_frames, dtype=np.float32)[:, None, None]
-    dist_y = np.abs(yy - (y0 + dy * step * t) % size)
-    dist_x = np.abs(xx - (x0 + dx * step * t) % size)
-    dist_y, dist_x = np.minimum(dist_y, size - dist_y), np.minimum(dist_x, size - dist_x)
-    video[dist_y**2 + dist_x**2 <= radius**2] = 245.0
+    draw_moving_disk(video, label // 2, params.speed, max(size / 10, 2.5), rng)
 
     last_start = num_frames - params.event_gap - params.event_length
     first = int(rng.integers(0, last_start + 1))
