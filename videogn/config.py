@@ -21,6 +21,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING
 
+from videogn.data.decoders import BACKENDS
 from videogn.models.factory import MODELS
 from videogn.models.norm import NORM_BUILDERS
 
@@ -31,7 +32,7 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 # OmegaConf validates enum fields by member name and lists the names when a value is unknown.
 NormName = enum.Enum("NormName", {name: name for name in NORM_BUILDERS})
 ModelName = enum.Enum("ModelName", {name: name for name in MODELS})
-Backend = enum.Enum("Backend", {"pyav": "pyav", "decord": "decord"})
+Backend = enum.Enum("Backend", {name: name for name in BACKENDS})
 ShortVideo = enum.Enum("ShortVideo", {"loop": "loop", "repeat_last": "repeat_last"})
 Aggregation = enum.Enum("Aggregation", {"mean": "mean", "sum": "sum", "max": "max"})
 OutputDtype = enum.Enum("OutputDtype", {"uint8": "uint8", "float32": "float32"})

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from videogn.data.decoders import VideoDecodeError, open_video
+from videogn.data.decoders import VideoDecodeError, get_backend, open_video
 from videogn.data.lists import VideoRecord
 from videogn.utils.parallel import progress_map
 
@@ -77,6 +77,7 @@ def check_videos(
     progress: bool = True,
 ) -> list[VideoCheck]:
     """Check (list path, resolved path) pairs with `workers` processes; results in input order."""
+    get_backend(backend)  # a missing decoder library must not mark every video unreadable
     tasks = [(path, resolved, backend, min_frames, full) for path, resolved in items]
     return progress_map(
         _check_task, tasks, workers=workers, desc="checking videos", chunksize=4, progress=progress

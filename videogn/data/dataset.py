@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from videogn.data.decoders import VideoDecodeError, open_video
+from videogn.data.decoders import VideoDecodeError, get_backend, open_video
 from videogn.data.lists import VideoRecord
 from videogn.data.malloc import retain_freed_memory
 from videogn.data.samplers import TestClipSampler, TrainClipSampler
@@ -84,6 +84,7 @@ class VideoClipDataset(Dataset):
             raise ValueError("VideoClipDataset needs at least one record")
         if not 0.0 <= max_failure_fraction <= 1.0:
             raise ValueError(f"max_failure_fraction must be in [0, 1], got {max_failure_fraction}")
+        get_backend(backend)  # unknown or not installed: fail here, not in a loader worker
         self.records = list(records)
         self.sampler, self.transform = sampler, transform
         self.backend, self.decode_threads = backend, decode_threads
@@ -178,6 +179,7 @@ class VideoTestDataset(Dataset):
         backend: str = "pyav",
         decode_threads: int | None = None,
     ):
+        get_backend(backend)  # unknown or not installed: fail here, not in a loader worker
         self.records = list(records)
         self.sampler, self.transform = sampler, transform
         self.backend, self.decode_threads = backend, decode_threads

@@ -10,87 +10,64 @@ Stream: the video stream ffmpeg's `av_find_best_stream` picks (PyAV `streams.bes
 Rotation: frames are returned as displayed: display-matrix rotation (multiples of 90 degrees)
     is applied, as decord does, so a 90-degree phone video comes back portrait in both backends.
 Errors: anything that prevents decoding (missing, empty, truncated or non-video files, decoder
-    errors, indices past the end) raises `VideoDecodeError(path, reason)`.
+    errors, indices past the end) raises `VideoDecodeError(path, reason)`. A backend whose
+    library is missing raises `BackendNotInstalledError` (an ImportError) with an install hint.
 
 The PyAV backend is the reference; the decord backend uses decord where it is right and falls
-back to the PyAV backend where decord is known to be wrong (see `decord_backend`).
+back to the PyAV backend where decord is known to be wrong (see `decord_backend`). Backends are
+registered in `BACKENDS` by name; what they share lives in `video_reader`.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
-BACKEND_NAMES = ("pyav", "decord")
+from videogn.data.decord_backend import DecordReader
+from videogn.data.pyav_backend import PyAVReader
+from videogn.data.video_reader import (
+    BackendNotInstalledError,
+    VideoDecodeError,
+    VideoInfo,
+    VideoReader,
+)
+
+__all__ = [
+    "BACKENDS",
+    "BackendNotInstalledError",
+    "VideoDecodeError",
+    "VideoInfo",
+    "VideoReader",
+    "decode",
+    "get_backend",
+    "open_video",
+    "probe",
+]
+
+# name -> reader class (`Reader(path, threads=...)`); the config schema's choices come from here.
+BACKENDS: dict[str, type[VideoReader]] = {"pyav": PyAVReader, "decord": DecordReader}
 
 
-class VideoDecodeError(RuntimeError):
-    """A video could not be opened or decoded; carries the path and a human-readable reason."""
+def get_backend(name: str) -> type[VideoReader]:
+    """The reader class registered as `name`, after checking that its library is installed.
 
-    def __init__(self, path: str | os.PathLike, reason: str):
-        self.path = os.fspath(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
-
-    def __reduce__(self):
-        # DataLoader workers pickle exceptions back to the main process.
-        return (type(self), (self.path, self.reason))
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """What a video holds, as seen by a backend.
-
-    Attributes:
-        num_frames: frames in the chosen stream (packets; a damaged file may decode fewer).
-        fps: average frame rate (frames per second).
-        width, height: size of the returned frames, i.e. after rotation.
-        rotation: counter-clockwise degrees applied to stored frames (0, 90, 180 or 270).
-        keyframes: frame indices of keyframes (empty when the backend does not know them).
+    Raises ValueError for an unknown name (listing the valid ones) and
+    BackendNotInstalledError, with an install hint, when the backend's library is missing.
     """
-
-    path: str
-    num_frames: int
-    fps: float
-    width: int
-    height: int
-    rotation: int
-    duration: float | None
-    codec: str
-    stream_index: int
-    num_video_streams: int
-    keyframes: tuple[int, ...]
-    backend: str
-
-
-class VideoReader(Protocol):
-    """An opened video: cheap `num_frames`/`fps`, then any number of `decode` calls."""
-
-    path: str
-    num_frames: int
-    fps: float
-
-    def decode(self, frame_indices) -> np.ndarray: ...
-
-    def info(self) -> VideoInfo: ...
-
-    def close(self) -> None: ...
+    try:
+        reader = BACKENDS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown video backend {name!r}; choose one of: {', '.join(BACKENDS)}"
+        ) from None
+    reader.check_installed()
+    return reader
 
 
 def open_video(path: str | os.PathLike, backend: str = "pyav", threads: int = 1) -> VideoReader:
     """Open `path` with a backend; use as a context manager. Raises VideoDecodeError."""
-    if backend == "pyav":
-        from videogn.data.pyav_backend import PyAVReader
-
-        return PyAVReader(path, threads=threads)
-    if backend == "decord":
-        from videogn.data.decord_backend import DecordReader
-
-        return DecordReader(path, threads=threads)
-    raise ValueError(f"unknown video backend {backend!r}; choose one of {BACKEND_NAMES}")
+    return get_backend(backend)(path, threads=threads)
 
 
 def decode(
@@ -109,33 +86,3 @@ def probe(path: str | os.PathLike, backend: str = "pyav", threads: int = 1) -> V
     """Return VideoInfo for a video (decodes its first frame to learn the displayed size)."""
     with open_video(path, backend=backend, threads=threads) as video:
         return video.info()
-
-
-def validate_frame_indices(frame_indices, num_frames: int, path: str) -> np.ndarray:
-    """Check indices against a video's length; returns them as a 1-D int64 array.
-
-    Negative or non-integer indices are caller bugs (ValueError); indices past the end are a
-    property of the file (VideoDecodeError), since headers can overstate a video's length.
-    """
-    indices = np.asarray(frame_indices)
-    if indices.ndim != 1 or indices.size == 0:
-        raise ValueError(
-            f"frame_indices must be a non-empty 1-D sequence, got shape {indices.shape}"
-        )
-    if not np.issubdtype(indices.dtype, np.integer):
-        raise ValueError(f"frame_indices must be integers, got dtype {indices.dtype}")
-    indices = indices.astype(np.int64, copy=False)
-    if indices.min() < 0:
-        raise ValueError(f"frame indices must be >= 0, got {int(indices.min())}")
-    if indices.max() >= num_frames:
-        raise VideoDecodeError(
-            path, f"frame {int(indices.max())} requested but the video has {num_frames} frames"
-        )
-    return indices
-
-
-def gather_frames(unique_frames: np.ndarray, unique_indices: np.ndarray, indices: np.ndarray):
-    """Expand frames decoded once per unique index to the (possibly repeated) order asked."""
-    if unique_indices.shape == indices.shape and np.array_equal(unique_indices, indices):
-        return unique_frames
-    return unique_frames[np.searchsorted(unique_indices, indices)]

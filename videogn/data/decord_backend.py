@@ -18,27 +18,46 @@ at INFO with its reason.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 
 import numpy as np
 
-from videogn.data.decoders import VideoInfo, gather_frames, validate_frame_indices
 from videogn.data.pyav_backend import PyAVReader
+from videogn.data.video_reader import (
+    BackendNotInstalledError,
+    VideoInfo,
+    gather_frames,
+    validate_frame_indices,
+)
 
 logger = logging.getLogger(__name__)
 
 # Containers in which decord's timestamp seeking lands on the right frames.
 _DECORD_FORMATS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"})
+# decord 0.6 has wheels for x86-64 Linux and Windows (and Intel macOS up to Python 3.8) only.
+DECORD_INSTALL_HINT = (
+    "decord is not installed (it ships wheels for x86-64 Linux/Windows only); "
+    "pip install decord, or use the pyav backend (data.backend=pyav)"
+)
+
+
+def import_decord():
+    """The decord module, or BackendNotInstalledError with an install hint."""
+    try:
+        import decord
+    except ImportError as err:
+        raise BackendNotInstalledError(DECORD_INSTALL_HINT) from err
+    return decord
 
 
 def _why_not_decord(reader: PyAVReader) -> str | None:
     """Reason decord would be wrong on this file, or None when it is safe."""
-    container = reader._container
-    if container.format.name not in _DECORD_FORMATS:
-        return f"decord seeks inaccurately in {container.format.name!r} containers"
-    if len(container.streams.video) > 1:
-        return f"{len(container.streams.video)} video streams"
+    if reader.container_format not in _DECORD_FORMATS:
+        return f"decord seeks inaccurately in {reader.container_format!r} containers"
+    if reader.num_video_streams > 1:
+        return f"{reader.num_video_streams} video streams"
     if not reader.keyframes_at_packet_positions:
         return "open GOPs or unusable timestamps: decord would count frames wrongly"
     return None
@@ -50,6 +69,7 @@ class DecordReader:
     backend = "decord"
 
     def __init__(self, path: str | os.PathLike, threads: int = 1):
+        decord = import_decord()  # a missing library is a setup error, never a bad video
         self.path = os.fspath(path)
         self._pyav = PyAVReader(self.path, threads=threads)  # raises VideoDecodeError
         self._use_decord = False
@@ -57,8 +77,6 @@ class DecordReader:
         reason = _why_not_decord(self._pyav)
         if reason is None:
             try:
-                import decord
-
                 self._vr = decord.VideoReader(self.path, ctx=decord.cpu(0), num_threads=threads)
                 if len(self._vr) != self.num_frames:
                     reason = f"decord counts {len(self._vr)} frames, PyAV {self.num_frames}"
@@ -68,6 +86,10 @@ class DecordReader:
             self._use_decord = True
         else:
             self._use_pyav(reason)
+
+    @classmethod
+    def check_installed(cls) -> None:
+        import_decord()
 
     @property
     def uses_pyav(self) -> bool:
@@ -95,7 +117,7 @@ class DecordReader:
 
     def info(self) -> VideoInfo:
         """Describe the video (metadata read by PyAV, which both backends share)."""
-        return VideoInfo(**{**self._pyav.info().__dict__, "backend": self.backend})
+        return dataclasses.replace(self._pyav.info(), backend=self.backend)
 
     def close(self) -> None:
         self._pyav.close()

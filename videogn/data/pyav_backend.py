@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from fractions import Fraction
 
 import av
@@ -20,12 +19,11 @@ import numpy as np
 from av.video.frame import VideoFrame
 from av.video.reformatter import VideoReformatter
 
-from videogn.data.decoders import VideoDecodeError, VideoInfo, validate_frame_indices
+from videogn.data.frame_index import FrameIndex, build_frame_index
+from videogn.data.video_reader import VideoDecodeError, VideoInfo, validate_frame_indices
 
 logger = logging.getLogger(__name__)
 
-# Formats whose timestamps do not give presentation order (packed B-frames in AVI).
-_UNRELIABLE_PTS_FORMATS = frozenset({"avi"})
 # Codecs whose `skip_frame=NONREF` drops exactly the frames no other frame references.
 _SKIP_NONREF_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "mpeg1video", "mpeg2video"})
 # A stream whose packets end this far before its declared duration is treated as truncated.
@@ -36,53 +34,6 @@ _AV_ERRORS = (av.error.FFmpegError, OSError, ValueError, EOFError)
 
 class _IndexMismatch(Exception):
     """Decoded timestamps disagree with the packet index: decode sequentially instead."""
-
-
-@dataclass
-class _FrameIndex:
-    """Map between packets (decode order) and frames (presentation order)."""
-
-    num_frames: int
-    packet_frame: list[int] | None  # frame index of each packet, -1 when it shows no frame
-    pts_to_frame: dict | None  # None: timestamps unusable, count decoder output instead
-    keyframe_starts: list[tuple[int, int]]  # (frame index, packet position), ascending
-
-    @property
-    def by_timestamp(self) -> bool:
-        return self.pts_to_frame is not None
-
-    def start_packet(self, first_frame: int) -> int:
-        """Packet position of the last keyframe at or before `first_frame` (0 if none)."""
-        start = 0
-        for frame, position in self.keyframe_starts:
-            if frame > first_frame:
-                break
-            start = position
-        return start
-
-
-def _build_index(packets: list, format_name: str) -> _FrameIndex:
-    shown = [p for p in packets if not p.is_discard]
-    pts = [p.pts for p in shown]
-    usable = (
-        format_name not in _UNRELIABLE_PTS_FORMATS
-        and all(t is not None for t in pts)
-        and len(set(pts)) == len(pts)
-    )
-    if not usable:
-        return _FrameIndex(len(shown), None, None, [])
-    frame_of_pts = {t: i for i, t in enumerate(sorted(pts))}
-    # Discarded packets (outside an edit list) are decoded as references but never shown.
-    pts_to_frame = {p.pts: -1 for p in packets if p.is_discard and p.pts is not None}
-    pts_to_frame.update(frame_of_pts)
-    packet_frame = [-1 if p.is_discard else frame_of_pts[p.pts] for p in packets]
-    keyframe_starts = [
-        (packet_frame[i], i)
-        for i, p in enumerate(packets)
-        if p.is_keyframe and packet_frame[i] >= 0
-    ]
-    keyframe_starts.sort()
-    return _FrameIndex(len(shown), packet_frame, pts_to_frame, keyframe_starts)
 
 
 def _open_container(path: str):
@@ -116,7 +67,7 @@ class PyAVReader:
             codec.thread_count = threads
             codec.thread_type = "SLICE" if threads == 1 else "AUTO"
             self._packets = self._read_packets()
-            self._index = _build_index(self._packets, self._container.format.name)
+            self._index = build_frame_index(self._packets, self._container.format.name)
             self._check_not_truncated()
         except BaseException:
             self.close()
@@ -198,7 +149,7 @@ class PyAVReader:
                 return out.collect(self._frames_by_timestamp(start, out.positions.keys()))
             except _IndexMismatch as mismatch:
                 logger.debug("%s: %s; decoding sequentially", self.path, mismatch)
-                self._index = _FrameIndex(self.num_frames, None, None, [])
+                self._index = FrameIndex.sequential(self.num_frames)
         return _FrameCollector(self, indices).collect(self._frames_sequentially())
 
     def _frames_by_timestamp(self, start: int, wanted=None) -> Iterator[tuple[int, VideoFrame]]:
@@ -259,7 +210,7 @@ class PyAVReader:
                     expected += 1
             except _IndexMismatch as mismatch:
                 logger.debug("%s: %s; decoding sequentially", self.path, mismatch)
-                self._index = _FrameIndex(self.num_frames, None, None, [])
+                self._index = FrameIndex.sequential(self.num_frames)
         if not self._index.by_timestamp:
             for number, frame in self._frames_sequentially():
                 if number == expected:
@@ -295,6 +246,19 @@ class PyAVReader:
         return frames
 
     # -- metadata ------------------------------------------------------------------------
+
+    @classmethod
+    def check_installed(cls) -> None:
+        """PyAV is a hard dependency, imported with this module: nothing to check."""
+
+    @property
+    def container_format(self) -> str:
+        """The demuxer's name, e.g. "mov,mp4,m4a,3gp,3g2,mj2" or "matroska,webm"."""
+        return self._container.format.name
+
+    @property
+    def num_video_streams(self) -> int:
+        return len(self._container.streams.video)
 
     @property
     def keyframes_at_packet_positions(self) -> bool:
@@ -332,7 +296,7 @@ class PyAVReader:
             duration=duration,
             codec=stream.codec_context.name,
             stream_index=stream.index,
-            num_video_streams=len(self._container.streams.video),
+            num_video_streams=self.num_video_streams,
             keyframes=tuple(frame for frame, _ in self._index.keyframe_starts),
             backend=self.backend,
         )
