@@ -30,16 +30,18 @@ def test_markdown_table_for_given_cells(capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.startswith("|")]
-    assert lines[0].startswith("| cell | dtype | GiB/clip | fixed GiB | paper bs needs GiB |")
+    assert lines[0].startswith(
+        "| cell | dtype | autocast | GiB/clip | fixed GiB | paper bs needs GiB |"
+    )
     assert len(lines) == 4  # header, rule, two rows
     gn_row = lines[2].split(" | ")
-    assert gn_row[0] == "| GN 8x2 bs4" and gn_row[1] == "fp32"
+    assert gn_row[0] == "| GN 8x2 bs4" and gn_row[1] == "fp32" and gn_row[2] == "-"
     estimate = estimate_memory(
         TOY_KWARGS | {"norm": "gn", "norm_kwargs": {"num_groups": 4}, "num_classes": 400},
         num_frames=8,
         crop_size=64,
     )
-    assert gn_row[2] == f"{estimate.bytes_per_clip / GIB:.3f}"
+    assert gn_row[3] == f"{estimate.bytes_per_clip / GIB:.3f}"
     assert gn_row[-1].rstrip(" |") == str(estimate.largest_batch(2 * GIB))
     text = " ".join(out.split())  # the notes are wrapped
     assert "workspace margin" in text and "statistics batch" in text
@@ -66,6 +68,21 @@ def test_target_batch_prints_a_plan_per_row(capsys):
     assert "BN 8 bf16: Batch plan: 8 clips per device x 1 accumulation step(s) x 8" in text
 
 
+@pytest.mark.parametrize("policy", ["cuda", "cpu"])
+def test_each_row_says_which_autocast_policy_it_assumes(capsys, policy):
+    argv = ["--cell", "gn:8", "--crop", "32", "--budgets-gb", "2", "--markdown", *TOY_ARGS]
+    assert main([*argv, "--autocast-policy", policy]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split(" | ")[1]: line.split(" | ")[2] for line in out.splitlines()[2:4]}
+    assert rows == {"fp32": "-", "bf16": f"{policy} policy"}
+    assert f"rows assume {policy.upper()} autocast's op lists" in " ".join(out.split())
+    kwargs = TOY_KWARGS | {"norm": "gn", "norm_kwargs": {"num_groups": 4}, "num_classes": 400}
+    estimate = estimate_memory(
+        kwargs, num_frames=8, crop_size=32, dtype="bf16", autocast_policy=policy
+    )
+    assert out.splitlines()[3].split(" | ")[3] == f"{estimate.bytes_per_clip / GIB:.3f}"
+
+
 def test_bad_cell_is_refused_with_the_expected_form(capsys):
     with pytest.raises(SystemExit):
         main(["--cell", "gn-64"])
@@ -90,5 +107,5 @@ def test_default_cells_run_on_the_full_model(capsys):
     assert main(["--dtype", "fp32"]) == 0  # bf16 too by default; one dtype keeps this shorter
     rows = [line for line in capsys.readouterr().out.splitlines() if line[:3] in ("BN ", "GN ")]
     assert len(rows) == 6
-    # label (3 words), dtype, per clip, fixed, paper batch needs, five budgets
-    assert all(len(row.split()) == 3 + 1 + 3 + 5 for row in rows)
+    # label (3 words), dtype, autocast, per clip, fixed, paper batch needs, five budgets
+    assert all(len(row.split()) == 3 + 1 + 1 + 3 + 5 for row in rows)

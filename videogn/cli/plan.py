@@ -21,10 +21,12 @@ from videogn.memory.estimate import (
     GIB,
     OPTIMIZER_STATES,
     MemoryEstimate,
+    autocast_dtype,
     build_meta_model,
     estimate_memory,
 )
 from videogn.memory.plan import batch_statistics, plan_from_estimate
+from videogn.memory.tracking import AUTOCAST_POLICIES
 
 DEFAULT_BUDGETS_GB = (16, 32, 40, 80, 141)
 _CELL_PATTERN = re.compile(
@@ -92,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--crop", type=int, default=224, help="crop size (default 224)")
     add("--dtype", nargs="+", default=["fp32", "bf16"], help="fp32, bf16, fp16 (autocast)")
     add("--channels-last", action="store_true", help="channels_last_3d memory format")
+    add(
+        "--autocast-policy",
+        default="cuda",
+        choices=sorted(AUTOCAST_POLICIES),
+        help="whose autocast op lists bf16/fp16 rows follow (default cuda: training on GPUs)",
+    )
     add("--optimizer", default="sgd", choices=sorted(OPTIMIZER_STATES))
     add(
         "--budgets-gb",
@@ -138,12 +146,18 @@ def format_table(headers: list[str], rows: list[list[str]], markdown: bool) -> s
     return "\n".join([fmt(headers), fmt(["-" * w for w in widths]), *map(fmt, rows)])
 
 
-def _row(cell: Cell, dtype: str, estimate: MemoryEstimate, budgets_gb: list[float]) -> list[str]:
+def row_autocast(dtype: str, policy: str) -> str:
+    """The autocast a row assumes: "-" in fp32, else the policy whose op lists it follows."""
+    return "-" if autocast_dtype(dtype) is None else f"{policy} policy"
+
+
+def _row(cell: Cell, dtype: str, estimate: MemoryEstimate, args: argparse.Namespace) -> list[str]:
     needed = f"{estimate.total_bytes(cell.paper_batch) / GIB:.2f}" if cell.paper_batch else "-"
-    fits = [str(estimate.largest_batch(int(gb * GIB))) for gb in budgets_gb]
+    fits = [str(estimate.largest_batch(int(gb * GIB))) for gb in args.budgets_gb]
     return [
         cell.label,
         dtype,
+        row_autocast(dtype, args.autocast_policy),
         f"{estimate.bytes_per_clip / GIB:.3f}",
         f"{estimate.fixed_bytes / GIB:.2f}",
         needed,
@@ -160,6 +174,19 @@ def _footer(estimate: MemoryEstimate, crop: int) -> str:
         "fragmentation margin) <= budget. BN rows: the per-device batch is the BN statistics "
         "batch. GN rows: accumulation steps give the same gradients as a larger batch."
     )
+
+
+AUTOCAST_NOTES = {
+    "cuda": (
+        "bf16/fp16 rows assume CUDA autocast's op lists (conv and linear in low precision, "
+        "softmax and losses in fp32; videogn's GN keeps its bf16/fp16 input and fp32 statistics "
+        "instead of autocast's fp32 upcast). Estimated on meta tensors; not measured on a GPU."
+    ),
+    "cpu": (
+        "bf16/fp16 rows assume CPU autocast's op lists (conv and linear in low precision, "
+        "pooling and losses in fp32), as a real CPU step runs them."
+    ),
+}
 
 
 def _wrap(text: str) -> str:
@@ -181,6 +208,7 @@ def estimate_cells(args: argparse.Namespace, cells: list[Cell]) -> dict[tuple, M
                     channels_last=args.channels_last,
                     optimizer=args.optimizer,
                     workspace_bytes=int(args.workspace_gb * GIB),
+                    autocast_policy=args.autocast_policy,
                 )
     return estimates
 
@@ -214,15 +242,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"videogn-plan: {e}", file=sys.stderr)
         return 2
     rows = [
-        _row(cell, dtype, estimates[cell.norm, cell.num_frames, dtype], args.budgets_gb)
+        _row(cell, dtype, estimates[cell.norm, cell.num_frames, dtype], args)
         for cell in cells
         for dtype in args.dtype
     ]
     budgets = [f"{gb:g} GiB" for gb in args.budgets_gb]
-    headers = ["cell", "dtype", "GiB/clip", "fixed GiB", "paper bs needs GiB", *budgets]
+    headers = ["cell", "dtype", "autocast", "GiB/clip", "fixed GiB", "paper bs needs GiB", *budgets]
     print(format_table(headers, rows, args.markdown))
     print()
     print(_wrap(_footer(next(iter(estimates.values())), args.crop)))
+    print(_wrap(AUTOCAST_NOTES[args.autocast_policy]))
     if args.target_batch:
         print_plans(args, cells, estimates)
     return 0

@@ -254,11 +254,13 @@ def estimate_memory(
     optimizer: str = "sgd",
     workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
     fragmentation_margin: float = DEFAULT_FRAGMENTATION_MARGIN,
+    autocast_policy: str = "cuda",
 ) -> MemoryEstimate:
     """Estimate the memory of training ``create_model(**model_kwargs)`` on T×crop×crop clips.
 
     Example: ``estimate_memory({"name": "i3d_r50", "norm": "gn"}, num_frames=32,
     crop_size=224, dtype="bf16")``; takes about a second on a CPU, allocates nothing.
+    ``autocast_policy`` ("cuda" or "cpu") picks whose autocast op lists bf16/fp16 follow.
     """
     if num_frames < 1 or crop_size < 1:
         raise ValueError(f"num_frames={num_frames}, crop_size={crop_size}: expected >= 1")
@@ -272,4 +274,5 @@ def estimate_memory(
         optimizer=optimizer,
         workspace_bytes=workspace_bytes,
         fragmentation_margin=fragmentation_margin,
+        autocast_policy=autocast_policy,
     )

@@ -9,19 +9,24 @@ Two modes make a training step on meta tensors tell how much memory the real one
 - :class:`AutocastEmulation` (a function mode, above autograd) casts arguments the way
   ``torch.autocast`` would on a CUDA device. Real autocast has no meta backend; casting above
   autograd matters because autograd saves the *cast* tensors, which is where mixed precision
-  saves (or, for fp32-listed ops such as group_norm, spends) memory.
+  saves (or, for fp32-listed ops such as group_norm, spends) memory. Layers that handle mixed
+  precision themselves (videogn's GroupNorm) see the emulation as autocast
+  (:mod:`videogn.models.autocast`), so the estimate follows their own code.
 """
 
 from __future__ import annotations
 
 import itertools
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves, tree_map
+
+from videogn.models.autocast import emulated_autocast
 
 # Functions that autocast runs in the low dtype / in fp32, by the name a function mode sees.
 # From the policy lists of aten/src/ATen/autocast_mode.h (CUDA), restricted to what a video
@@ -161,6 +166,7 @@ class AutocastEmulation(TorchFunctionMode):
         self.dtype = dtype
         self.low_precision_ops, self.fp32_ops = AUTOCAST_POLICIES[policy]
         self._weight_casts: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._suspend_depth = 0
 
     def _cast(self, value, dtype: torch.dtype):
         if not isinstance(value, torch.Tensor) or value.dtype not in _AUTOCAST_SOURCE_DTYPES:
@@ -175,13 +181,32 @@ class AutocastEmulation(TorchFunctionMode):
             return cached[1]
         return value.to(dtype)
 
+    def __enter__(self):
+        # Layers that run their own mixed precision (the lean GroupNorm) see the emulation as
+        # autocast, and switch it off for their inner ops as they would switch autocast off.
+        self._declaration = emulated_autocast(self.dtype, self._suspended)
+        self._declaration.__enter__()
+        return super().__enter__()
+
     def __exit__(self, exc_type, exc_value, traceback):
         # Autocast drops its weight casts when its region ends; so do we.
         self._weight_casts.clear()
-        return super().__exit__(exc_type, exc_value, traceback)
+        result = super().__exit__(exc_type, exc_value, traceback)
+        self._declaration.__exit__(exc_type, exc_value, traceback)
+        return result
+
+    @contextmanager
+    def _suspended(self) -> Iterator[None]:
+        self._suspend_depth += 1
+        try:
+            yield
+        finally:
+            self._suspend_depth -= 1
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if self._suspend_depth:
+            return func(*args, **kwargs)
         name = getattr(func, "__name__", "")
         if name in self.low_precision_ops:
             dtype = self.dtype

@@ -1,7 +1,14 @@
-"""GroupNorm for channels-last video tensors on CPU.
+"""videogn's GroupNorm: lean under autocast, fast and stable for channels-last video on CPU.
 
-torch's CPU GroupNorm keeps ``channels_last_3d`` inputs in that layout (no contiguous copy),
-but two things go wrong there:
+Under autocast (CPU or CUDA), :class:`ChannelsLastGroupNorm` takes and returns the autocast
+dtype, accumulates its statistics in float32 and keeps for backward only the low-precision
+input and the float32 per-group mean and rstd. CUDA autocast would instead run group_norm in
+float32 (it is on autocast's fp32 list), keeping an fp32 copy of every GN input: twice BN's
+activation memory under bf16. On CPU, torch's kernel already accepts a bf16 input with float32
+affine and statistics; elsewhere :func:`group_norm_low_precision` does the same with plain ops.
+
+Channels-last on CPU: torch's CPU GroupNorm keeps ``channels_last_3d`` inputs in that layout
+(no contiguous copy), but two things go wrong there:
 
 - speed: its channels-last backward is 2-3x BatchNorm's in float32 when groups hold 2
   channels (the 64-channel layers of an I3D with 32 groups), and 5-10x in bfloat16 up to 8
@@ -22,6 +29,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
+
+from videogn.models.autocast import active_autocast_dtype, autocast_suspended
 
 
 def _group_rows(x: torch.Tensor, num_groups: int) -> torch.Tensor:
@@ -125,6 +134,85 @@ class _GroupNormChannelsLast(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias, None, None
 
 
+class _GroupNormLowPrecision(torch.autograd.Function):
+    """GroupNorm of a low-precision x with float32 statistics, any device; NCDHW in and out.
+
+    Saves x (low precision) and float32 mean/rstd [N, G]: the same as torch's kernel saves for
+    a float32 x. Float32 temporaries live only inside forward and backward.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, num_groups: int, eps: float):
+        acc_dtype = torch.promote_types(x.dtype, torch.float32)
+        x = x.contiguous()  # NCDHW, so that [N, G, C/G * L] is a view
+        n, channels = x.shape[:2]
+        normalized = x.view(n, num_groups, -1).to(acc_dtype, copy=True)
+        var, mean = torch.var_mean(normalized, dim=2, correction=0)
+        rstd = torch.rsqrt(var + eps)
+        normalized.sub_(mean.unsqueeze(2)).mul_(rstd.unsqueeze(2))
+        per_channel = normalized.view(n, channels, -1)
+        if weight is not None:
+            per_channel.mul_(weight.to(acc_dtype).view(1, channels, 1))
+        if bias is not None:
+            per_channel.add_(bias.to(acc_dtype).view(1, channels, 1))
+        ctx.save_for_backward(x, mean, rstd, weight)
+        ctx.num_groups = num_groups
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        return per_channel.view(x.shape).to(x.dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        x, mean, rstd, weight = ctx.saved_tensors
+        n, channels = x.shape[:2]
+        groups = ctx.num_groups
+        # x_hat = (x - mean) * rstd, recomputed from the low-precision x and float32 statistics.
+        x_hat = x.view(n, groups, -1).to(rstd.dtype, copy=True)
+        x_hat.sub_(mean.unsqueeze(2)).mul_(rstd.unsqueeze(2))
+        x_hat_c = x_hat.view(n, channels, -1)
+        dy = grad_out.contiguous().view(n, channels, -1).to(rstd.dtype, copy=True)
+        sum_dy = dy.sum(2)  # [N, C]
+        sum_dy_x_hat = torch.einsum("ncl,ncl->nc", dy, x_hat_c)
+        if weight is not None:
+            gamma = weight.to(rstd.dtype)
+            dy.mul_(gamma.view(1, channels, 1))
+            sum_g, sum_g_x_hat = sum_dy * gamma, sum_dy_x_hat * gamma
+        else:
+            sum_g, sum_g_x_hat = sum_dy, sum_dy_x_hat
+        # dx = rstd * (g - mean_G(g) - x_hat * mean_G(g * x_hat)), g = gamma * dy.
+        count = x_hat.shape[2]
+        mean_g = sum_g.view(n, groups, -1).sum(2, keepdim=True) / count
+        mean_g_x_hat = sum_g_x_hat.view(n, groups, -1).sum(2, keepdim=True) / count
+        grad_x = dy.view(n, groups, -1).sub_(mean_g).sub_(x_hat.mul_(mean_g_x_hat))
+        grad_x = grad_x.mul_(rstd.unsqueeze(2)).view(x.shape).to(grad_out.dtype)
+        grad_weight = grad_bias = None
+        if weight is not None and ctx.needs_input_grad[1]:
+            grad_weight = sum_dy_x_hat.sum(0).to(weight.dtype)
+        if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
+            grad_bias = sum_dy.sum(0).to(ctx.bias_dtype)
+        return grad_x, grad_weight, grad_bias, None, None
+
+
+def group_norm_low_precision(
+    x: torch.Tensor,
+    num_groups: int,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """``F.group_norm`` of a bf16/fp16 ``x`` with float32 statistics, saving x and [N, G] stats.
+
+    Device-agnostic (plain tensor ops); the output has the dtype of ``x`` and NCDHW layout;
+    ``weight``/``bias`` stay in their own dtype (float32 master weights under autocast).
+    """
+    if x.dim() < 3 or x.shape[1] % num_groups:
+        raise ValueError(
+            f"group_norm_low_precision: expected [N, C, *spatial] with C divisible by "
+            f"num_groups={num_groups}, got shape {tuple(x.shape)}"
+        )
+    return _GroupNormLowPrecision.apply(x, weight, bias, num_groups, eps)
+
+
 def is_channels_last_only(x: torch.Tensor) -> bool:
     """True when ``x`` [N, C, *spatial] is channels-last in memory and not also NC-contiguous."""
     return x.dim() >= 3 and not x.is_contiguous() and x.movedim(1, -1).is_contiguous()
@@ -168,14 +256,31 @@ CUSTOM_KERNEL_RANGE = {
 
 
 class ChannelsLastGroupNorm(nn.GroupNorm):
-    """``nn.GroupNorm`` (same arguments, parameters and state-dict keys) that sends channels-last
-    CPU inputs in ``CUSTOM_KERNEL_RANGE`` to :func:`group_norm_channels_last`.
+    """``nn.GroupNorm`` (same arguments, parameters and state-dict keys), lean under autocast.
 
-    Everything else (NCDHW inputs, other devices, wide groups, small tensors) runs
-    ``nn.GroupNorm``'s kernel.
+    Under autocast the input is cast to the autocast dtype (a no-op after a conv) and normalized
+    without autocast's float32 upcast: statistics in float32, output in the autocast dtype, and
+    only the input and per-group float32 mean/rstd saved. CPU tensors take the kernels below;
+    other devices :func:`group_norm_low_precision`.
+
+    Outside autocast: channels-last CPU inputs in ``CUSTOM_KERNEL_RANGE`` go to
+    :func:`group_norm_channels_last`; everything else (NCDHW inputs, other devices, wide
+    groups, small tensors) runs ``nn.GroupNorm``'s kernel.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        low_dtype = active_autocast_dtype(x) if x.is_floating_point() else None
+        if low_dtype is None:
+            return self._forward_in_input_dtype(x)
+        x = x.to(low_dtype)
+        with autocast_suspended(x):
+            if x.device.type == "cpu":
+                # torch's CPU kernel and ours both take bf16/fp16 x with float32 affine,
+                # accumulate in float32 and save only x plus float32 mean/rstd.
+                return self._forward_in_input_dtype(x)
+            return group_norm_low_precision(x, self.num_groups, self.weight, self.bias, self.eps)
+
+    def _forward_in_input_dtype(self, x: torch.Tensor) -> torch.Tensor:
         max_channels_per_group, min_numel = CUSTOM_KERNEL_RANGE.get(
             x.dtype, CUSTOM_KERNEL_RANGE[torch.float32]
         )
