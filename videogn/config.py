@@ -171,6 +171,10 @@ class TrainerConfig:
     resume: str = "auto"  # auto (latest in the run dir) | never | path to a checkpoint/run dir
     test_at_end: bool = True
     max_iterations: int | None = None  # stop early (smoke tests); the schedule is unchanged
+    # Figure 7's monitor: 1-clip validation with the training transform every val_period
+    # iterations (0: off) on val_videos videos of the val list (None: all of them).
+    val_period: int = 0
+    val_videos: int | None = None
 
 
 @dataclass

@@ -178,7 +178,8 @@ def test_demo_train_then_test(demo_cache, tmp_path):
 
 def test_two_process_ddp_run(demo_cache, tmp_path):
     run_dir = tmp_path / "ddp"
-    result = run(command("train", *tiny_overrides(demo_cache, run_dir, "optim.epochs=1"), nproc=2))
+    overrides = tiny_overrides(demo_cache, run_dir, "optim.epochs=1", "trainer.val_period=1")
+    result = run(command("train", *overrides, nproc=2))
     check_ok(result)
     checkpoint = load_checkpoint(run_dir)
     assert checkpoint["world_size"] == 2 and len(checkpoint["rng"]) == 2
@@ -186,6 +187,32 @@ def test_two_process_ddp_run(demo_cache, tmp_path):
     assert checkpoint["position"]["global_iteration"] == 2
     results = json.loads((run_dir / "results.json").read_text())
     assert results["videos_listed"] == results["videos_evaluated"] == 8  # each video once
+    # Validation is sharded too: the 8 val videos once each, summed over the two ranks.
+    rows = read_metrics(run_dir / "metrics.jsonl", "val")
+    assert [(r["step"], r["num_videos"]) for r in rows] == [(1, 8), (2, 8)]
+
+
+def test_demo_run_writes_validation_rows_and_tensorboard_scalars(demo_cache, tmp_path):
+    """Figure 7's monitor in a real run: 1-clip val error every 3 iterations and at the end
+    (8 iterations), in metrics.jsonl and the TensorBoard event file."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = tmp_path / "val"
+    overrides = ["trainer.val_period=3", "trainer.val_videos=6", "trainer.test_at_end=false"]
+    check_ok(run(command("train", *tiny_overrides(demo_cache, run_dir, *overrides))))
+    rows = read_metrics(run_dir / "metrics.jsonl", "val")
+    assert [r["step"] for r in rows] == [3, 6, 8]
+    for row in rows:
+        assert row["num_videos"] == 6  # the fixed subset of the 8 listed val videos
+        assert 0 <= row["top5_err"] <= row["top1_err"] <= 100 and row["train_top1_err"] >= 0
+    train = read_metrics(run_dir / "metrics.jsonl", "train")
+    assert all(r["top1_err"] == pytest.approx(100 - r["top1"]) for r in train)
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    for tag in ("val/top1_err", "val/top5_err", "val/num_videos", "train/top1_err"):
+        assert tag in events.Tags()["scalars"], tag
+    logged = [(e.step, e.value) for e in events.Scalars("val/top1_err")]
+    assert logged == [(r["step"], pytest.approx(r["top1_err"])) for r in rows]
 
 
 def wait_for_train_records(process, run_dir: Path, count: int, timeout: float = 240) -> None:

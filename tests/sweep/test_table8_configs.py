@@ -41,6 +41,8 @@ def test_each_cell_holds_the_paper_setting(make_cfg, monkeypatch, cell):
     model = create_model("i3d_r50", norm="none", base_width=8, stage_depths=(1, 1, 1, 1))
     lr = build_optimizer(cfg, model, total_batch=cell.batch * 8).param_groups[0]["lr"]
     assert lr == pytest.approx(0.01 * cell.batch / 8)
+    # Figure 7's monitor after every 2 epochs of ~240k videos in every cell, whatever its batch
+    assert cfg.trainer.val_period * cell.batch * 8 == 2 * 240_000 and cfg.trainer.val_videos is None
 
 
 @pytest.mark.parametrize("cell", MINI_TABLE8 + MINI_BATCH2, ids=lambda c: c.experiment)

@@ -231,6 +231,24 @@ def build_test_dataset(cfg: DictConfig, records: list):
     )
 
 
+def build_validation_hook(cfg: DictConfig, dist: distributed.DistInfo, source: DataSource):
+    """Figure 7's monitor: one training-style clip per video of the val list's fixed subset."""
+    from videogn.engine.validation import ValidationHook, choose_videos
+
+    records = read_records(source.val_list, source.val_root, source.num_classes)
+    chosen = choose_videos(len(records), cfg.trainer.val_videos, cfg.seed)
+    return ValidationHook(
+        build_train_dataset(cfg, [records[i] for i in chosen]),
+        distributed.shard_indices(len(chosen), dist.rank, dist.world_size),
+        num_videos=len(chosen),
+        period=cfg.trainer.val_period,
+        batch_size=resolve_batch(cfg, dist)[0],  # eval needs less memory than a train step
+        num_workers=cfg.data.num_workers,
+        log_period=cfg.trainer.log_period,
+        seed=cfg.seed,
+    )
+
+
 def train_loader_factory(dataset, *, batch_size: int, num_workers: int, dist: distributed.DistInfo):
     """``(epoch, start_batch, seed) -> DataLoader`` resuming the epoch's order at a batch."""
     sampler = ResumableTrainSampler(

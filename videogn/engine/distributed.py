@@ -133,6 +133,14 @@ def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over processes (returns a new tensor)."""
+    values = values.detach().clone()
+    if world_size() > 1:
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
 def all_gather_objects(obj) -> list:
     """Every process's ``obj``, in rank order (a one-element list without a process group)."""
     if world_size() == 1:

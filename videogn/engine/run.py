@@ -116,6 +116,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     model = builders.place_model(builders.build_model(cfg), cfg, dist)
     seed_everything(cfg.seed + dist.rank)  # ranks draw different dropout masks
     trainer = builders.build_trainer(cfg, dist, run_dir, train_dataset, model)
+    if cfg.trainer.val_period != 0:  # negative: the hook names the bad value
+        trainer.register_hooks([builders.build_validation_hook(cfg, dist, source)])
     resumed_from = resume(trainer, cfg, run_dir)
     status = trainer.fit()
     checkpoint = trainer.last_checkpoint or resumed_from

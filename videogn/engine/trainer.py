@@ -138,6 +138,13 @@ class Trainer:
         self.position = Position()
         self.metrics = MetricsWriter(run_dir, enabled=dist.is_main)
         self.last_checkpoint: Path | None = None
+        self.hooks: list = []  # after_step / after_train, e.g. videogn.engine.validation
+        self.last_stats: dict = {}
+
+    def register_hooks(self, hooks: list) -> None:
+        for hook in hooks:
+            hook.trainer = self
+        self.hooks.extend(hooks)
 
     # ----------------------------------------------------------------------------- steps
     def autocast(self):
@@ -216,9 +223,14 @@ class Trainer:
             while self.position.global_iteration < opts.total_iterations:
                 status = self.train_epoch(preemption)
                 if status != "epoch_end":
-                    return status
+                    break
                 self.end_epoch()
-        return "finished"
+            else:
+                status = "finished"
+        if status != "preempted":  # a preempted run leaves at once; it resumes later
+            for hook in self.hooks:
+                hook.after_train()
+        return status
 
     def train_epoch(self, preemption: PreemptionHandler) -> str:
         """Iterations from the current position to the end of the epoch (or of the schedule)."""
@@ -243,6 +255,7 @@ class Trainer:
             done = time.perf_counter()
             pos.iteration_in_epoch += 1
             pos.global_iteration += 1
+            self.last_stats = stats
             window.add(stats["loss"], stats["top1"], loaded - start, done - loaded)
             bar.update(1)
             self.log_window(window, stats, bar)
@@ -250,6 +263,8 @@ class Trainer:
                 bar.close()
                 self.save()
                 return "preempted"
+            for hook in self.hooks:
+                hook.after_step()
             if opts.max_iterations is not None and pos.global_iteration >= opts.max_iterations:
                 bar.close()
                 self.save()
@@ -304,6 +319,7 @@ class Trainer:
             epoch=pos.epoch,
             loss=window.loss / window.iterations,
             top1=window.top1 / window.iterations,
+            top1_err=100.0 - window.top1 / window.iterations,
             lr=stats["lr"],
             grad_norm=stats["grad_norm"],
             clips_per_s=clips_per_s,

@@ -1,0 +1,157 @@
+"""Periodic validation (Figure 7's monitor): rows at every period and at the end, eval-mode BN
+that leaves training untouched, a fixed video subset, and hit counts summed over real gloo
+ranks that equal one process's."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.utils.data import Dataset
+
+from videogn.engine.builders import train_loader_factory
+from videogn.engine.distributed import DistInfo, shard_indices
+from videogn.engine.metrics import read_metrics
+from videogn.engine.optim import StepWarmupSchedule, build_scheduler, build_sgd
+from videogn.engine.trainer import Trainer, TrainOptions
+from videogn.engine.validation import ValidationHook, choose_videos, count_hits
+from videogn.models.factory import create_model
+
+
+class ColourClips(Dataset):
+    """Clips whose class (0..3) is a colour offset; the noise is redrawn every epoch, so a
+    validation run at another step sees other clips of the same videos."""
+
+    def __init__(self, size: int, seed: int = 0):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return self.size
+
+    def __getitem__(self, i):
+        label = i % 4
+        generator = torch.Generator().manual_seed(self.seed * 1000 + self.epoch * 100 + i)
+        clip = torch.randn(3, 8, 16, 16, generator=generator)
+        clip[label % 3] += 1.0 if label < 3 else -1.0
+        return {"clip": clip, "label": label, "index": i}
+
+
+def make_trainer(run_dir, validation: ValidationHook | None) -> Trainer:
+    torch.manual_seed(0)
+    model = create_model(
+        "i3d_r50", norm="bn", num_classes=4, base_width=8, stage_depths=(1, 1, 1, 1), dropout=0.5
+    )
+    make_loader, batches = train_loader_factory(
+        ColourClips(16), batch_size=4, num_workers=0, dist=DistInfo()
+    )
+    optimizer = build_sgd(model, 0.1)
+    trainer = Trainer(
+        model,
+        optimizer,
+        build_scheduler(optimizer, StepWarmupSchedule(2 * batches)),
+        torch.amp.GradScaler("cpu", enabled=False),
+        make_loader,
+        lambda epoch, seed: iter(()),
+        DistInfo(),
+        run_dir,
+        {},
+        TrainOptions(
+            total_iterations=2 * batches,
+            iterations_per_epoch=batches,
+            clips_per_iteration=4,
+            log_period=2,
+            progress_bar=False,
+        ),
+    )
+    if validation is not None:
+        trainer.register_hooks([validation])
+    return trainer
+
+
+def test_rows_at_every_period_and_at_the_end_without_changing_training(tmp_path):
+    hook = ValidationHook(
+        ColourClips(12, seed=7), range(12), num_videos=12, period=3, batch_size=5, log_period=2
+    )
+    validated = make_trainer(tmp_path / "val", hook)
+    assert validated.fit() == "finished"  # 8 iterations
+    plain = make_trainer(tmp_path / "plain", None)  # same seed: same weights, same dropout
+    assert plain.fit() == "finished"
+
+    rows = read_metrics(tmp_path / "val" / "metrics.jsonl", "val")
+    assert [r["step"] for r in rows] == [3, 6, 8]  # every 3 iterations, then the final model
+    for row in rows:
+        assert row["num_videos"] == 12
+        assert 0 <= row["top5_err"] <= row["top1_err"] <= 100
+        assert 0 <= row["train_top1_err"] <= 100
+    # Eval mode: BN running statistics, dropout and the data order are untouched, so the
+    # trained weights and buffers are those of the run without validation, bit for bit.
+    trained, reference = validated.model.state_dict(), plain.model.state_dict()
+    for name, value in reference.items():
+        assert torch.equal(trained[name], value), name
+    train_rows = read_metrics(tmp_path / "val" / "metrics.jsonl", "train")
+    assert all(r["top1_err"] == pytest.approx(100 - r["top1"]) for r in train_rows)
+
+
+def test_the_subset_is_fixed_by_the_seed_and_drawn_from_the_whole_list():
+    subset = choose_videos(1000, 50, seed=3)
+    assert subset == choose_videos(1000, 50, seed=3) == sorted(set(subset))
+    assert len(subset) == 50 and subset != choose_videos(1000, 50, seed=4)
+    assert max(subset) > 500  # not simply the head of the list
+    assert choose_videos(10, None, seed=0) == choose_videos(10, 99, seed=0) == list(range(10))
+    with pytest.raises(ValueError, match="trainer.val_videos"):
+        choose_videos(10, 0, seed=0)
+
+
+def test_a_bad_period_is_named():
+    with pytest.raises(ValueError, match="trainer.val_period"):
+        ValidationHook(ColourClips(4), range(4), num_videos=4, period=-5, batch_size=2)
+
+
+def linear_model() -> nn.Module:
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 16 * 16, 4))
+
+
+def batches_of(dataset, indices, batch_size=3):
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(dataset, indices), batch_size=batch_size
+    )
+    return iter(loader)
+
+
+def _count_on_rank(rank: int, world: int, init_file: str, queue) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        model = linear_model()
+        mine = shard_indices(11, rank, world)  # 6 and 5 videos: unequal shards
+        counts = count_hits(model, batches_of(ColourClips(11), mine), model, torch.device("cpu"))
+        queue.put((rank, counts.tolist()))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_hits_summed_over_two_gloo_ranks_equal_one_process(tmp_path):
+    model = linear_model()
+    expected = count_hits(model, batches_of(ColourClips(11), range(11)), model, "cpu").tolist()
+    assert expected[2] == 11
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    init_file = str(tmp_path / "rendezvous")
+    processes = [
+        context.Process(target=_count_on_rank, args=(rank, 2, init_file, queue))
+        for rank in range(2)
+    ]
+    for process in processes:
+        process.start()
+    results = dict(queue.get(timeout=120) for _ in processes)
+    for process in processes:
+        process.join(timeout=60)
+        assert process.exitcode == 0
+    assert results[0] == results[1] == expected
