@@ -124,8 +124,10 @@ class OptimConfig:
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 1e-4
-    weight_decay_norm: bool = False  # apply weight decay to norm weights/biases
-    weight_decay_bias: bool = False  # apply weight decay to other biases (the classifier's)
+    # Weight decay of the norms' γ/β (BN, GN, ...). 0: none, as the Non-local recipe does for
+    # BN and the GN paper for fine-tuning; the same for both norms (docs/EXPERIMENTS.md).
+    norm_weight_decay: float = 0.0
+    weight_decay_bias: bool = False  # apply weight_decay to other biases (the classifier's)
     epochs: float = 106.0
     lr_steps: list[float] = field(default_factory=lambda: [0.375, 0.75])  # fractions of schedule
     lr_gamma: float = 0.1

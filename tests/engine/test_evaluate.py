@@ -78,6 +78,8 @@ def test_video_and_clip_accuracy_and_per_class():
     assert summary["per_class_accuracy"] == [100.0, None, 50.0]
     assert summary["mean_class_accuracy"] == pytest.approx(75.0)
     assert summary["video_top5"] == 100.0
+    # Over the 4 listed videos, the failed one (video 2) counted wrong: 2 and 3 hits of 4.
+    assert (summary["video_top1_listed"], summary["video_top5_listed"]) == (50.0, 75.0)
 
 
 @pytest.mark.parametrize(("aggregate", "expected"), [("mean", 0), ("max", 0), ("sum", 0)])

@@ -26,23 +26,57 @@ def tiny_model(norm="bn"):
     )
 
 
-@pytest.mark.parametrize("norm", ["bn", "gn"])
-def test_no_weight_decay_on_norm_params_and_biases(norm):
-    model = tiny_model(norm)
-    decayed, undecayed = param_groups(model, 1e-4)
+def decay_of(model, groups) -> dict[str, float]:
     names = {id(p): n for n, p in model.named_parameters()}
-    decayed_names = {names[id(p)] for p in decayed["params"]}
-    undecayed_names = {names[id(p)] for p in undecayed["params"]}
-    assert decayed["weight_decay"] == 1e-4 and undecayed["weight_decay"] == 0.0
-    assert "stem.conv.weight" in decayed_names and "head.fc.weight" in decayed_names
-    assert {"stem.norm.weight", "stem.norm.bias", "head.fc.bias"} <= undecayed_names
-    assert decayed_names | undecayed_names == set(names.values())
+    return {names[id(p)]: g["weight_decay"] for g in groups for p in g["params"]}
+
+
+@pytest.mark.parametrize("norm", ["bn", "gn"])
+def test_no_weight_decay_on_norm_params_and_biases_by_default(norm):
+    model = tiny_model(norm)
+    decay = decay_of(model, param_groups(model, 1e-4))
+    assert set(decay) == {n for n, _ in model.named_parameters()}  # each parameter once
+    assert decay["stem.conv.weight"] == decay["head.fc.weight"] == 1e-4
+    assert decay["stem.norm.weight"] == decay["stem.norm.bias"] == decay["head.fc.bias"] == 0.0
+
+
+@pytest.mark.parametrize("norm", ["bn", "gn"])
+def test_norm_weight_decay_reaches_exactly_the_norms_gamma_and_beta(norm):
+    model = tiny_model(norm)
+    groups = param_groups(model, 1e-4, norm_weight_decay=3e-5)
+    decay = decay_of(model, groups)
+    norm_params = {
+        f"{module_name}.{p}"
+        for module_name, module in model.named_modules()
+        if "norm" in module_name.split(".")[-1]
+        for p in ("weight", "bias")
+    }
+    assert {n for n, d in decay.items() if d == 3e-5} == norm_params
+    assert len(groups) == 3  # weights 1e-4, norms 3e-5, the classifier bias 0
 
 
 def test_weight_decay_on_norm_and_bias_when_asked():
     model = tiny_model()
-    groups = param_groups(model, 1e-4, decay_norm=True, decay_bias=True)
+    groups = param_groups(model, 1e-4, norm_weight_decay=1e-4, decay_bias=True)
     assert len(groups) == 1 and len(groups[0]["params"]) == len(list(model.parameters()))
+
+
+def test_kinetics_recipe_decays_like_the_nonlocal_code():
+    """Non-local model_builder_video.py: WEIGHT_DECAY on every parameter not named "_bn" (the
+    classifier's bias included), WEIGHT_DECAY_BN = 0 in its Kinetics configs."""
+    from hydra import compose, initialize_config_dir
+
+    from videogn.config import CONFIG_DIR, register_configs
+    from videogn.engine.builders import build_optimizer
+
+    register_configs()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        for experiment in ("kinetics400_i3d_bn", "table8/gn_32x2_bs4"):
+            cfg = compose("train", [f"experiment={experiment}", "data.root=/k400"])
+            model = tiny_model(cfg.norm.name.name)
+            decay = decay_of(model, build_optimizer(cfg, model, 64).param_groups)
+            assert decay["head.fc.bias"] == decay["head.fc.weight"] == 1e-4, experiment
+            assert decay["res2.0.norm_a.weight"] == decay["res2.0.norm_a.bias"] == 0.0
 
 
 def test_sgd_is_nesterov_with_scaled_lr():

@@ -126,6 +126,18 @@ def test_depth_101_and_custom_depth_tables():
         videogn.create_model("i3d_r50", stage_depths=(1, 1, 1, 1), temporal_kernels=[[3]] * 3)
 
 
+def test_r101_temporal_kernels_follow_the_nonlocal_rule():
+    """Non-local ``obtain_arc`` for the I3D ResNet-101: res4's conv a is 3x1x1 where
+    ``i % 2 == 0`` for i in range(23), the last block (22) included; the other stages are
+    the ResNet-50's."""
+    with torch.device("meta"):
+        model = videogn.create_model("i3d_r101")
+    kernels = [[b.conv_a.kernel_size[0] for b in getattr(model, f"res{i}")] for i in range(2, 6)]
+    assert kernels[2] == [3 if i % 2 == 0 else 1 for i in range(23)]
+    assert kernels[2][22] == 3 and sum(k == 3 for k in kernels[2]) == 12
+    assert [kernels[0], kernels[1], kernels[3]] == [[3, 3, 3], [3, 1, 3, 1], [1, 3, 1]]
+
+
 def test_unknown_model_lists_valid_names():
     with pytest.raises(ValueError) as err:
         videogn.create_model("i3d_r18")

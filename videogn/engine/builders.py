@@ -319,7 +319,7 @@ def build_optimizer(cfg: DictConfig, model: nn.Module, total_batch: int) -> torc
         momentum=o.momentum,
         nesterov=o.nesterov,
         weight_decay=o.weight_decay,
-        decay_norm=o.weight_decay_norm,
+        norm_weight_decay=o.norm_weight_decay,
         decay_bias=o.weight_decay_bias,
     )
 

@@ -133,7 +133,11 @@ def gather_results(results: list[VideoResult]) -> list[VideoResult]:
 def summarize(
     results: list[VideoResult], *, num_listed: int, num_classes: int, paths: list[str]
 ) -> dict:
-    """Clip- and video-level top-1/top-5, per-class accuracy, counts and failures."""
+    """Clip- and video-level top-1/top-5, per-class accuracy, counts and failures.
+
+    ``video_top1``/``video_top5`` are over the videos evaluated; ``video_top1_listed``/
+    ``video_top5_listed`` over all ``num_listed`` videos, those that failed counted wrong.
+    """
     ok = [r for r in results if r.error is None]
     failures = [
         {"path": paths[r.index], "label": r.label, "reason": r.error}
@@ -158,6 +162,10 @@ def summarize(
     summary.update(
         video_top1=100.0 * hits[1].float().mean().item(),
         video_top5=100.0 * hits[5].float().mean().item(),
+        # Over every listed video, a failed one counted wrong: the Non-local code's denominator,
+        # comparable across runs that lost different videos.
+        video_top1_listed=100.0 * hits[1].sum().item() / num_listed,
+        video_top5_listed=100.0 * hits[5].sum().item() / num_listed,
         clip_top1=100.0 * sum(r.view_top1_hits for r in ok) / num_views,
         clip_top5=100.0 * sum(r.view_top5_hits for r in ok) / num_views,
         mean_class_accuracy=float(np.mean(present)),

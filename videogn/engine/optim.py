@@ -1,10 +1,11 @@
 """SGD with the Non-local I3D recipe and its step learning-rate schedule.
 
 The recipe (Wang et al. 2018; GN paper Table 8): Nesterov SGD, momentum 0.9, weight decay
-1e-4 (not on norm parameters and biases), base lr 0.01 for 64 clips scaled linearly with the
-total batch, lr x0.1 at 150k and 300k of 400k iterations. The schedule here is expressed in
-fractions of the run (0.375, 0.75) and its length in epochs, so it follows the batch size and
-the dataset size; it is updated every iteration.
+1e-4 on every weight and bias but the norms' γ/β (``optim.norm_weight_decay``, 0 by default:
+see docs/EXPERIMENTS.md), base lr 0.01 for 64 clips scaled linearly with the total batch,
+lr x0.1 at 150k and 300k of 400k iterations. The schedule here is expressed in fractions of
+the run (0.375, 0.75) and its length in epochs, so it follows the batch size and the dataset
+size; it is updated every iteration.
 """
 
 from __future__ import annotations
@@ -23,14 +24,19 @@ def scaled_lr(base_lr: float, total_batch: int, base_batch_size: int) -> float:
 
 
 def param_groups(
-    model: nn.Module, weight_decay: float, *, decay_norm: bool = False, decay_bias: bool = False
+    model: nn.Module,
+    weight_decay: float,
+    *,
+    norm_weight_decay: float = 0.0,
+    decay_bias: bool = False,
 ) -> list[dict]:
-    """Split parameters into decayed and undecayed groups.
+    """Split parameters into groups by their weight decay.
 
-    Norm-layer weights/biases (any 1-D parameter of a module without a conv/linear weight)
-    are exempt unless ``decay_norm``; other biases (conv, linear) unless ``decay_bias``.
+    Norm-layer weights/biases (γ/β: any 1-D parameter of a module without a conv/linear
+    weight) get ``norm_weight_decay``; other biases (conv, linear) ``weight_decay`` if
+    ``decay_bias``, else none; every other weight ``weight_decay``. Groups of equal decay merge.
     """
-    decayed, undecayed = [], []
+    by_decay: dict[float, list] = {}
     seen: set[int] = set()
     for module in model.modules():
         is_norm = not isinstance(module, (nn.Conv3d, nn.Conv2d, nn.Conv1d, nn.Linear))
@@ -39,16 +45,13 @@ def param_groups(
                 continue
             seen.add(id(param))
             if is_norm and param.dim() == 1:
-                exempt = not decay_norm
+                decay = norm_weight_decay
             elif name == "bias":
-                exempt = not decay_bias
+                decay = weight_decay if decay_bias else 0.0
             else:
-                exempt = False
-            (undecayed if exempt else decayed).append(param)
-    groups = [{"params": decayed, "weight_decay": weight_decay}]
-    if undecayed:
-        groups.append({"params": undecayed, "weight_decay": 0.0})
-    return groups
+                decay = weight_decay
+            by_decay.setdefault(float(decay), []).append(param)
+    return [{"params": params, "weight_decay": decay} for decay, params in by_decay.items()]
 
 
 def build_sgd(
@@ -58,10 +61,12 @@ def build_sgd(
     momentum: float = 0.9,
     nesterov: bool = True,
     weight_decay: float = 1e-4,
-    decay_norm: bool = False,
+    norm_weight_decay: float = 0.0,
     decay_bias: bool = False,
 ) -> torch.optim.SGD:
-    groups = param_groups(model, weight_decay, decay_norm=decay_norm, decay_bias=decay_bias)
+    groups = param_groups(
+        model, weight_decay, norm_weight_decay=norm_weight_decay, decay_bias=decay_bias
+    )
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
 
 

@@ -27,7 +27,8 @@ from videogn.models.norm import NormLayer, get_norm_layer
 # From the Non-local code's use_temp_convs_{2,3,4,5} for the "org" I3D baselines.
 TEMPORAL_KERNELS: dict[int, tuple[tuple[int, ...], ...]] = {
     50: ((3, 3, 3), (3, 1, 3, 1), (3, 1, 3, 1, 3, 1), (1, 3, 1)),
-    101: ((3, 3, 3), (3, 1, 3, 1), (3, 1) * 11 + (1,), (1, 3, 1)),
+    # res4 of 23 blocks: 3 on every even block index, the last (22) included
+    101: ((3, 3, 3), (3, 1, 3, 1), (3, 1) * 11 + (3,), (1, 3, 1)),
 }
 STAGE_DEPTHS: dict[int, tuple[int, ...]] = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 BOTTLENECK_EXPANSION = 4
