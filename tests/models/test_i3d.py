@@ -89,6 +89,37 @@ def test_last_norm_of_each_block_starts_at_zero():
     )
 
 
+def test_each_block_owns_its_zero_init_and_a_norm_without_weights_is_left_alone():
+    block = Bottleneck(
+        16,
+        16,
+        bottleneck_channels=4,
+        temporal_kernel=3,
+        spatial_stride=1,
+        norm_layer=nn.BatchNorm3d,
+    )
+    assert torch.all(block.norm_c.weight == 1)
+    block.zero_init_last()
+    assert torch.all(block.norm_c.weight == 0) and torch.all(block.norm_a.weight == 1)
+    x = torch.randn(1, 16, 2, 4, 4).abs()
+    assert torch.equal(block.eval()(x), x)  # identity on a non-negative input (ReLU at the end)
+    plain = videogn.create_model("i3d_r50", norm="none", **TOY)  # no gamma to zero: no error
+    assert all(isinstance(b.norm_c, nn.Identity) for b in plain.modules() if hasattr(b, "norm_c"))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_declares_its_first_conv_and_classifier(name):
+    """timm's test: the metadata inflation reads names the modules that play those roles."""
+    with torch.device("meta"):
+        model = videogn.create_model(name, num_classes=7)
+    modules = dict(model.named_modules())
+    first_conv = modules[model.pretrained_cfg["first_conv"]]
+    classifier = modules[model.pretrained_cfg["classifier"]]
+    assert isinstance(first_conv, nn.Conv3d) and first_conv.in_channels == 3
+    assert first_conv is next(m for m in model.modules() if isinstance(m, nn.Conv3d))
+    assert isinstance(classifier, nn.Linear) and classifier.out_features == 7
+
+
 def test_classifier_init():
     model = videogn.create_model("i3d_r50", norm="bn", base_width=16, num_classes=400)
     fc = model.head.fc

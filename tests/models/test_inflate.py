@@ -460,3 +460,25 @@ def test_a_file_without_resnet_weights_is_rejected_with_its_keys(tmp_path):
         load_pretrained(toy_i3d("bn"), src)
     with pytest.raises(FileNotFoundError, match="missing.pkl"):
         load_pretrained(toy_i3d("bn"), tmp_path / "missing.pkl")
+
+
+def test_loading_needs_the_models_declared_first_conv_and_classifier(tmp_path):
+    src = saved(toy_2d("bn"), tmp_path / "toy.pth")
+
+    class Undeclared(nn.Module):
+        pass
+
+    with pytest.raises(ValueError, match="Undeclared has no pretrained_cfg naming 'first_conv'"):
+        load_pretrained(Undeclared(), src)
+    misnamed = toy_i3d("bn")
+    misnamed.pretrained_cfg = {"first_conv": "stem.conv", "classifier": "head.linear"}
+    with pytest.raises(ValueError, match=r"\['classifier'\] = 'head.linear' is not a module"):
+        load_pretrained(misnamed, src)
+    # The classifier rule follows the declared name: declare none of the model's layers the
+    # classifier and a 5-class file no longer fits a 7-class head.fc.
+    renamed = toy_i3d("bn", num_classes=7)
+    renamed.pretrained_cfg = {"first_conv": "stem.conv", "classifier": "head.dropout"}
+    with pytest.raises(
+        ValueError, match=r"shape \(5, 256\) does not fit the model's head\.fc\.weight"
+    ):
+        load_pretrained(renamed, src)

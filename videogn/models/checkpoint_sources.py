@@ -27,14 +27,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from videogn.models.i3d import ResNet3D
+
 logger = logging.getLogger(__name__)
 
+# The I3D's declared first conv and classifier (ResNet3D.pretrained_cfg).
+FIRST_CONV = ResNet3D.pretrained_cfg["first_conv"]
+CLASSIFIER = ResNet3D.pretrained_cfg["classifier"]
 # One row per module. {s}: stage 2..5 (res2..res5); {l}: torchvision layer = s - 1;
 # {i}: block index; {norm}: "bn" or "gn". Detectron alternatives are separated by "|".
 # fmt: off
 MODULE_TABLE: tuple[tuple[str, str, str, str], ...] = (
     # kind  videogn (I3D)            torchvision                   Detectron blob prefix
-    ("conv", "stem.conv",            "conv1",                      "conv1"),
+    ("conv", FIRST_CONV,             "conv1",                      "conv1"),
     ("norm", "stem.norm",            "bn1",                        "res_conv1_bn|conv1_gn"),
     ("conv", "res{s}.{i}.conv_a",    "layer{l}.{i}.conv1",         "res{s}_{i}_branch2a"),
     ("norm", "res{s}.{i}.norm_a",    "layer{l}.{i}.bn1",           "res{s}_{i}_branch2a_{norm}"),
@@ -44,7 +49,7 @@ MODULE_TABLE: tuple[tuple[str, str, str, str], ...] = (
     ("norm", "res{s}.{i}.norm_c",    "layer{l}.{i}.bn3",           "res{s}_{i}_branch2c_{norm}"),
     ("conv", "res{s}.{i}.proj_conv", "layer{l}.{i}.downsample.0",  "res{s}_{i}_branch1"),
     ("norm", "res{s}.{i}.proj_norm", "layer{l}.{i}.downsample.1",  "res{s}_{i}_branch1_{norm}"),
-    ("fc",   "head.fc",              "fc",                         "pred"),
+    ("fc",   CLASSIFIER,             "fc",                         "pred"),
 )
 # fmt: on
 # Parameter names per module kind: PyTorch attribute -> Detectron blob suffix.
@@ -160,7 +165,7 @@ def _load_file(path: Path) -> object:
 
 
 def _guess_layout(keys: list[str]) -> str | None:
-    if any(k.startswith("stem.") for k in keys):
+    if f"{FIRST_CONV}.weight" in keys:
         return "videogn"
     if "conv1.weight" in keys or any(k.startswith("layer1.") for k in keys):
         return "torchvision"
@@ -212,7 +217,7 @@ def read_checkpoint(path: str | Path) -> SourceCheckpoint:
         sample = ", ".join(list(weights)[:6]) or "(empty)"
         raise ValueError(
             f"{path}: no ResNet weights of a known layout (torchvision 'conv1.weight', "
-            f"Detectron 'conv1_w', videogn 'stem.conv.weight'); first keys: {sample}"
+            f"Detectron 'conv1_w', videogn '{FIRST_CONV}.weight'); first keys: {sample}"
         )
     source = SourceCheckpoint(path=str(path), layout=layout)
     for key, value in weights.items():

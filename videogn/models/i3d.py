@@ -17,6 +17,7 @@ stride. Which conv a is 3x1x1 comes from ``TEMPORAL_KERNELS``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import MappingProxyType
 
 import torch
 from torch import nn
@@ -99,6 +100,12 @@ class Bottleneck(nn.Module):
             )
             self.proj_norm = norm_layer(out_channels)
 
+    def zero_init_last(self) -> None:
+        """Zero the last norm's gamma, so the residual branch starts at 0 and the block as the
+        identity (Goyal et al. 2017); a norm without affine weights is left as it is."""
+        if getattr(self.norm_c, "weight", None) is not None:
+            nn.init.zeros_(self.norm_c.weight)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.proj_conv is None else self.proj_norm(self.proj_conv(x))
         y = self.relu(self.norm_a(self.conv_a(x)))
@@ -175,6 +182,11 @@ class ResNet3D(nn.Module):
         stem_temporal_kernel: temporal kernel of conv1 (5 in the paper).
     """
 
+    # Named parts that weight adaptation reads (timm's pretrained_cfg): the conv that sees the
+    # pixels (BGR <-> RGB flips act on it) and the classifier (replaced when a checkpoint's
+    # classes differ). videogn.models.inflate and checkpoint_sources take the names from here.
+    pretrained_cfg = MappingProxyType({"first_conv": "stem.conv", "classifier": "head.fc"})
+
     def __init__(
         self,
         num_classes: int = 400,
@@ -230,8 +242,8 @@ class ResNet3D(nn.Module):
         nn.init.zeros_(self.head.fc.bias)
         if zero_init_last_norm:
             for m in self.modules():
-                if isinstance(m, Bottleneck) and getattr(m.norm_c, "weight", None) is not None:
-                    nn.init.zeros_(m.norm_c.weight)
+                if hasattr(m, "zero_init_last"):
+                    m.zero_init_last()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """[N, 3, T, H, W] -> res5 features [N, C, T/8, H/32, W/32]."""

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from videogn.models.checkpoint_sources import SourceCheckpoint, read_checkpoint
+from videogn.models.i3d import ResNet3D
 from videogn.models.norm import norm_kind
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,6 @@ logger = logging.getLogger(__name__)
 INFLATION_MODES = ("mean", "center")
 NORM_MISMATCH_POLICIES = ("refuse", "affine_only")
 CHECKPOINT_FORMAT = "videogn.inflated/1"
-CLASSIFIER = "head.fc"
 # Norm kinds of the model (videogn.models.norm.norm_kind) and of a file, by family.
 _FAMILY = {"bn": "bn", "frozen_bn": "bn", "affine_bn": "bn", "gn": "gn", "none": "none"}
 
@@ -142,6 +142,29 @@ def check_norms(model: nn.Module, source: SourceCheckpoint, norm_mismatch: str) 
     return mismatched
 
 
+def adapted_parts(model: nn.Module) -> tuple[str, str]:
+    """The model's declared first conv and classifier (``pretrained_cfg``, as in timm).
+
+    Raises:
+        ValueError: the model declares none, or names a module it does not have.
+    """
+    declared = getattr(model, "pretrained_cfg", None) or {}
+    names = (declared.get("first_conv"), declared.get("classifier"))
+    if None in names:
+        raise ValueError(
+            f"{type(model).__name__} has no pretrained_cfg naming 'first_conv' and "
+            f"'classifier' (ResNet3D declares {dict(ResNet3D.pretrained_cfg)})"
+        )
+    modules = dict(model.named_modules())
+    for role, name in zip(("first_conv", "classifier"), names, strict=True):
+        if name not in modules:
+            raise ValueError(
+                f"{type(model).__name__}.pretrained_cfg['{role}'] = '{name}' is not a module "
+                "of the model"
+            )
+    return names
+
+
 def _inflate_conv(key: str, tensor: torch.Tensor, target: torch.Tensor, mode: str) -> torch.Tensor:
     kept = target.shape[:2] + target.shape[3:]
     if tensor.shape != kept:
@@ -167,13 +190,14 @@ class _Inflater:
         self.target = model.state_dict()
         self.modules = dict(model.named_modules())
         self.mismatched = set(mismatched)
+        self.first_conv, self.classifier = adapted_parts(model)
         self.state: dict[str, torch.Tensor] = {}
 
     def run(self) -> dict[str, torch.Tensor]:
         self._load_classifier()
         for key, tensor in self.source.tensors.items():
             module = key.rpartition(".")[0]
-            if module == CLASSIFIER:
+            if module == self.classifier:
                 continue
             if module in self.source.norm_kinds:
                 self._load_norm_param(module, key, tensor)
@@ -192,7 +216,7 @@ class _Inflater:
 
     def _put(self, key: str, tensor: torch.Tensor, how: str) -> None:
         target = self.target[key]
-        if key == "stem.conv.weight" and self.report.flip_input_channels:
+        if key == f"{self.first_conv}.weight" and self.report.flip_input_channels:
             tensor, how = tensor.flip(1), how + ", input channels reversed"
         if tensor.shape != target.shape:
             raise ValueError(
@@ -227,7 +251,7 @@ class _Inflater:
                     self.report.filled[key] = f"{value:g} (statistics folded into the affine)"
 
     def _load_classifier(self) -> None:
-        keys = [f"{CLASSIFIER}.weight", f"{CLASSIFIER}.bias"]
+        keys = [f"{self.classifier}.weight", f"{self.classifier}.bias"]
         present = [k for k in keys if k in self.source.tensors]
         if not present:
             self.report.left_at_init += [(k, "no classifier in the checkpoint") for k in keys]
@@ -250,7 +274,7 @@ class _Inflater:
             "/".join(names),
             file_classes,
             model_classes,
-            CLASSIFIER,
+            self.classifier,
         )
 
     def _collect_unfilled(self) -> None:
