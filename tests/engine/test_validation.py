@@ -88,6 +88,7 @@ def test_rows_at_every_period_and_at_the_end_without_changing_training(tmp_path)
         assert row["num_videos"] == 12
         assert 0 <= row["top5_err"] <= row["top1_err"] <= 100
         assert 0 <= row["train_top1_err"] <= 100
+        assert row["epochs"] == row["step"] / 4  # 4 iterations per epoch
     # Eval mode: BN running statistics, dropout and the data order are untouched, so the
     # trained weights and buffers are those of the run without validation, bit for bit.
     trained, reference = validated.model.state_dict(), plain.model.state_dict()

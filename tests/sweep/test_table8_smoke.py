@@ -45,6 +45,10 @@ def test_all_six_cells_train_and_test(smoke_dir):
     assert "paper 73.3 / 90.7" in table and "paper 74.5 / 91.7" in table
     assert "not at the paper's scale" in table and "*missing*" not in table
     assert (smoke_dir / "table8.png").stat().st_size > 1000
+    # Figure 7 beside the table, linked from it, with a validation point per iteration
+    assert "![Figure 7](figure7.png)" in table
+    assert (smoke_dir / "figure7.png").stat().st_size > 1000
+    assert "| GN | 64x1 | 4 | 1 |" in table  # the curves' table: one run of that cell
 
 
 def test_relaunch_skips_finished_cells(smoke_dir, tmp_path):

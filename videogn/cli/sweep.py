@@ -4,6 +4,7 @@
     videogn-sweep table8 --slurm data.root=... hydra.launcher.partition=gpu
     videogn-sweep table8 --smoke                              # all six at toy scale (CI)
     videogn-sweep report multirun/table8 [more run dirs]      # Markdown table + plot
+    videogn-sweep curves multirun/table8 --out figure7.png    # Figure 7's error curves
     videogn-sweep clip-length outputs/RUN                     # one model, many test clips
     videogn-sweep mini-table8                                 # the CPU analogue -> docs/
 
@@ -25,6 +26,7 @@ EPILOG = """examples:
   videogn-sweep table8 --slurm data.root=/data/kinetics400 hydra.launcher.partition=gpu
   videogn-sweep table8 --smoke --sweep-dir /tmp/t8smoke
   videogn-sweep report multirun/table8 --out table8.md --plot table8.png
+  videogn-sweep curves multirun/table8/table8_bn_32x2_bs8 multirun/table8/table8_bn_32x2_bs4
   videogn-sweep clip-length multirun/table8/table8_gn_32x2_bs8 --num-clips 1,3,10
   videogn-sweep mini-table8 --seeds 0,1
 """
@@ -86,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--plot", type=Path, help="default: --out with .png")
     rep.add_argument("--mini", action="store_true", help="the mini Table 8's cells")
 
+    cur = sub.add_parser("curves", help="Figure 7: train and val error curves of run dirs")
+    cur.add_argument("run_dirs", nargs="+", type=Path, help="run dirs or folders holding them")
+    cur.add_argument("--out", type=Path, default=Path("figure7.png"))
+    cur.add_argument(
+        "--x", dest="axis", choices=("epochs", "iterations"), default="epochs", help="x axis"
+    )
+
     cl = sub.add_parser("clip-length", help="evaluate one checkpoint at many test clips")
     cl.add_argument("checkpoint", help="a checkpoint file or a run directory")
     cl.add_argument("overrides", nargs="*", help="data.root=..., test.num_crops=3, ...")
@@ -144,6 +153,15 @@ def cmd_report(args) -> int:
         text = report_table8(args.run_dirs, args.out, plot)
     print(text)
     print(f"\nwrote {args.out} and {plot}")
+    return 0
+
+
+def cmd_curves(args) -> int:
+    from videogn.sweep.curves import curves_markdown, write_curves
+
+    summary = write_curves(args.run_dirs, args.out, axis=args.axis)
+    print(curves_markdown(summary))
+    print(f"\nwrote {args.out}")
     return 0
 
 
@@ -213,6 +231,7 @@ def cmd_mini(args) -> int:
 COMMANDS = {
     "table8": cmd_table8,
     "report": cmd_report,
+    "curves": cmd_curves,
     "clip-length": cmd_clip_length,
     "mini-table8": cmd_mini,
 }

@@ -131,8 +131,11 @@ class ValidationHook:
         top1, top5, count = count_hits(
             self.trainer.model, self.batches(step), self.forward, self.trainer.dist.device
         )
+        per_epoch = getattr(self.trainer.options, "iterations_per_epoch", None)
         row = {
             "epoch": self.trainer.position.epoch,
+            # Fractional epochs trained: lets curves of different batch sizes share an x axis.
+            **({"epochs": step / per_epoch} if per_epoch else {}),
             "top1_err": 100.0 * (1.0 - top1.item() / count.item()),
             "top5_err": 100.0 * (1.0 - top5.item() / count.item()),
             "num_videos": int(count.item()),

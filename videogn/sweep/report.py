@@ -203,8 +203,9 @@ def write_report(
     unit: str = "GPU",
     preamble: str = "",
     show_paper: bool = True,
+    appendix: str = "",
 ) -> str:
-    """Write the Markdown report and the plot; returns the Markdown."""
+    """Write the Markdown report and the plot (``appendix`` goes last); returns the Markdown."""
     out_md, out_png = Path(out_md), Path(out_png)
     plot_results(results, out_png, title, unit)
     text = "\n\n".join(
@@ -217,6 +218,7 @@ def write_report(
             f"![{title}]({out_png.name})",
             "## Runs",
             runs_markdown(results, unmatched),
+            appendix,
         )
         if part
     )

@@ -20,6 +20,7 @@ from videogn.sweep.runs import read_runs
 
 logger = logging.getLogger(__name__)
 
+FIGURE7 = "figure7.png"  # written beside table8.md
 PRETRAINED_ENV = {"bn": "VIDEOGN_PRETRAINED_BN", "gn": "VIDEOGN_PRETRAINED_GN"}
 
 # Toy scale for CI: the demo dataset at 16x16 pixels, the one-block-per-stage I3D of width 8,
@@ -50,6 +51,7 @@ SMOKE_OVERRIDES = (
     "trainer.precise_bn.num_batches=2",
     "trainer.checkpoint_period=0",
     "trainer.keep_checkpoints=1",
+    "trainer.val_period=1",  # a validation point per iteration: the curves get a few points
 )
 
 
@@ -171,5 +173,25 @@ def report_table8(paths: list[str | Path], out_md: str | Path, out_png: str | Pa
             "ImageNet ResNet-50 as in the paper."
         )
     return write_report(
-        results, unmatched, out_md, out_png, title="Table 8", unit="GPU", preamble=preamble
-    )
+        results, unmatched, out_md, out_png, title="Table 8", unit="GPU", preamble=preamble,
+        appendix=figure7_section(paths, Path(out_md).with_name(FIGURE7)),
+    )  # fmt: skip
+
+
+def figure7_section(paths: list[str | Path], out_png: Path) -> str:
+    """Draw Figure 7 (the error curves) beside the report; its Markdown section ("" if no run
+    has logged a training step yet)."""
+    from videogn.sweep.curves import curves_markdown, write_curves
+
+    try:
+        summary = write_curves(paths, out_png, axis=None)
+    except ValueError as e:  # no run logged a step yet
+        logger.info("no training curves to draw: %s", e)
+        return ""
+    return "\n\n".join((
+        "## Training curves (the paper's Figure 7)",
+        "Top-1 error: training (thin, over each log window) and 1-clip validation with the "
+        "training augmentation (bold, `trainer.val_period`); seeds averaged.",
+        f"![Figure 7]({out_png.name})",
+        curves_markdown(summary),
+    ))  # fmt: skip
