@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from videogn.memory.tracking import AutocastEmulation
+from videogn.models import group_norm
 from videogn.models.group_norm import ChannelsLastGroupNorm, group_norm_low_precision
 
 CL = torch.channels_last_3d
@@ -165,3 +166,23 @@ def test_under_autocast_an_fp32_input_comes_back_in_the_autocast_dtype():
 def test_bad_group_count_is_a_clear_error():
     with pytest.raises(ValueError, match="num_groups=3.*shape \\(2, 64, 2, 12, 12\\)"):
         group_norm_low_precision(_low_precision_input(torch.bfloat16), 3)
+
+
+def test_low_precision_function_gives_the_same_results_a_sample_at_a_time(monkeypatch):
+    # Its float32 temporaries cover a chunk of samples, so that they do not grow with the batch.
+    gn = _module()
+    x, grad = _low_precision_input(torch.bfloat16), _low_precision_input(torch.bfloat16, seed=2)
+
+    def run():
+        return _forward_backward(
+            lambda x: group_norm_low_precision(x, 8, gn.weight, gn.bias),
+            x,
+            grad,
+            [gn.weight, gn.bias],
+        )
+
+    whole = run()
+    monkeypatch.setattr(group_norm, "LOW_PRECISION_CHUNK_ELEMENTS", 1)
+    assert len(group_norm._sample_chunks(x)) == SHAPE[0]
+    for a, b in zip(run(), whole, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)

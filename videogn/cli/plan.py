@@ -11,11 +11,13 @@ batch 8 and 4, 64x1 clips at batch 4) at fp32 and bf16 for budgets of 16 to 141 
 from __future__ import annotations
 
 import argparse
+import itertools
 import re
 import sys
 import textwrap
 from dataclasses import dataclass
 
+from videogn.memory.checkpointing import parse_activation_checkpointing, recompute_overhead
 from videogn.memory.estimate import (
     DEFAULT_WORKSPACE_BYTES,
     GIB,
@@ -27,6 +29,7 @@ from videogn.memory.estimate import (
 )
 from videogn.memory.plan import batch_statistics, plan_from_estimate
 from videogn.memory.tracking import AUTOCAST_POLICIES
+from videogn.models.i3d import CHECKPOINT_STAGES
 
 DEFAULT_BUDGETS_GB = (16, 32, 40, 80, 141)
 _CELL_PATTERN = re.compile(
@@ -95,6 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("--dtype", nargs="+", default=["fp32", "bf16"], help="fp32, bf16, fp16 (autocast)")
     add("--channels-last", action="store_true", help="channels_last_3d memory format")
     add(
+        "--checkpointing",
+        type=checkpointing_arg,
+        nargs="+",
+        default=[()],
+        help="activation checkpointing settings, one row each: none, all, or stages such as "
+        "res2,res3 (default none)",
+    )
+    add(
         "--autocast-policy",
         default="cuda",
         choices=sorted(AUTOCAST_POLICIES),
@@ -151,13 +162,38 @@ def row_autocast(dtype: str, policy: str) -> str:
     return "-" if autocast_dtype(dtype) is None else f"{policy} policy"
 
 
-def _row(cell: Cell, dtype: str, estimate: MemoryEstimate, args: argparse.Namespace) -> list[str]:
+def checkpointing_arg(text: str) -> tuple[str, ...]:
+    """ "none", "all" or comma-separated stages -> the stages to checkpoint."""
+    value = text if text in ("none", "all") else [s for s in text.split(",") if s]
+    try:
+        stages = parse_activation_checkpointing(value, key="--checkpointing")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+    if stages == "auto":
+        raise argparse.ArgumentTypeError("--checkpointing auto: give stages; auto is for training")
+    return stages
+
+
+def checkpointing_label(stages: tuple[str, ...]) -> str:
+    if not stages:
+        return "none"
+    return "all" if stages == CHECKPOINT_STAGES else ",".join(stages)
+
+
+def _row(
+    cell: Cell, setting: tuple, estimates: dict, overheads: dict, args: argparse.Namespace
+) -> list[str]:
+    dtype, stages = setting
+    estimate = estimates[cell.norm, cell.num_frames, dtype, stages]
     needed = f"{estimate.total_bytes(cell.paper_batch) / GIB:.2f}" if cell.paper_batch else "-"
     fits = [str(estimate.largest_batch(int(gb * GIB))) for gb in args.budgets_gb]
+    overhead = overheads[cell.norm, cell.num_frames, stages]
     return [
         cell.label,
         dtype,
         row_autocast(dtype, args.autocast_policy),
+        checkpointing_label(stages),
+        f"+{overhead:.0%}",
         f"{estimate.bytes_per_clip / GIB:.3f}",
         f"{estimate.fixed_bytes / GIB:.2f}",
         needed,
@@ -189,19 +225,38 @@ AUTOCAST_NOTES = {
 }
 
 
+CHECKPOINTING_NOTE = (
+    "Checkpointing: the named stages keep only each block's input and recompute the rest in "
+    "backward (exact: same gradients, BN running statistics updated once). Extra compute: the "
+    "recomputed forward FLOPs (convolutions, linear) over a plain step's forward + backward."
+)
+
+
 def _wrap(text: str) -> str:
     return textwrap.fill(text, width=100, break_on_hyphens=False)
 
 
+def checkpointing_overheads(args: argparse.Namespace, cells: list[Cell]) -> dict[tuple, float]:
+    """(norm, frames, stages) -> extra compute of checkpointing those stages."""
+    overheads: dict[tuple, float] = {}
+    for cell, stages in itertools.product(cells, args.checkpointing):
+        key = (cell.norm, cell.num_frames, stages)
+        if key not in overheads:
+            kwargs = model_kwargs(args, cell.norm)
+            overheads[key] = recompute_overhead(kwargs, cell.num_frames, args.crop, stages)
+    return overheads
+
+
 def estimate_cells(args: argparse.Namespace, cells: list[Cell]) -> dict[tuple, MemoryEstimate]:
-    """Estimate each distinct (norm, frames, dtype) once; rows sharing a clip share it."""
+    """Estimate each distinct (norm, frames, dtype, checkpointing) once; rows share them."""
     estimates: dict[tuple, MemoryEstimate] = {}
-    for cell in cells:
+    for cell, stages in itertools.product(cells, args.checkpointing):
+        kwargs = model_kwargs(args, cell.norm) | {"activation_checkpointing": stages}
         for dtype in args.dtype:
-            key = (cell.norm, cell.num_frames, dtype)
+            key = (cell.norm, cell.num_frames, dtype, stages)
             if key not in estimates:
                 estimates[key] = estimate_memory(
-                    model_kwargs(args, cell.norm),
+                    kwargs,
                     num_frames=cell.num_frames,
                     crop_size=args.crop,
                     dtype=dtype,
@@ -217,11 +272,13 @@ def print_plans(args: argparse.Namespace, cells: list[Cell], estimates: dict) ->
     """The plan of each row for ``--target-batch`` on ``--world-size`` devices."""
     for cell in cells:
         kind = batch_statistics(build_meta_model(model_kwargs(args, cell.norm)), cell.norm)
-        for dtype in args.dtype:
+        for dtype, stages in itertools.product(args.dtype, args.checkpointing):
             label = f"{cell.label} {dtype}"
+            if stages:
+                label += f" checkpointing {checkpointing_label(stages)}"
             try:
                 plan = plan_from_estimate(
-                    estimates[cell.norm, cell.num_frames, dtype],
+                    estimates[cell.norm, cell.num_frames, dtype, stages],
                     int(args.budget_gb * GIB),
                     batch_statistics=kind,
                     target_total_batch=args.target_batch,
@@ -241,17 +298,28 @@ def main(argv: list[str] | None = None) -> int:
     except (TypeError, ValueError) as e:
         print(f"videogn-plan: {e}", file=sys.stderr)
         return 2
+    settings = list(itertools.product(args.dtype, args.checkpointing))
+    overheads = checkpointing_overheads(args, cells)
     rows = [
-        _row(cell, dtype, estimates[cell.norm, cell.num_frames, dtype], args)
-        for cell in cells
-        for dtype in args.dtype
+        _row(cell, setting, estimates, overheads, args) for cell in cells for setting in settings
     ]
     budgets = [f"{gb:g} GiB" for gb in args.budgets_gb]
-    headers = ["cell", "dtype", "autocast", "GiB/clip", "fixed GiB", "paper bs needs GiB", *budgets]
+    headers = [
+        "cell",
+        "dtype",
+        "autocast",
+        "checkpointing",
+        "extra compute",
+        "GiB/clip",
+        "fixed GiB",
+        "paper bs needs GiB",
+        *budgets,
+    ]
     print(format_table(headers, rows, args.markdown))
     print()
     print(_wrap(_footer(next(iter(estimates.values())), args.crop)))
     print(_wrap(AUTOCAST_NOTES[args.autocast_policy]))
+    print(_wrap(CHECKPOINTING_NOTE))
     if args.target_batch:
         print_plans(args, cells, estimates)
     return 0

@@ -134,63 +134,94 @@ class _GroupNormChannelsLast(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias, None, None
 
 
+# Samples per chunk of the low-precision GN: its float32 temporaries cover at most this many
+# elements (or one sample), so they do not grow with the batch.
+LOW_PRECISION_CHUNK_ELEMENTS = 2**22
+
+
+def _sample_chunks(x: torch.Tensor) -> list[slice]:
+    per_sample = max(1, x[0].numel())
+    step = max(1, LOW_PRECISION_CHUNK_ELEMENTS // per_sample)
+    return [slice(i, i + step) for i in range(0, x.shape[0], step)]
+
+
 class _GroupNormLowPrecision(torch.autograd.Function):
     """GroupNorm of a low-precision x with float32 statistics, any device; NCDHW in and out.
 
     Saves x (low precision) and float32 mean/rstd [N, G]: the same as torch's kernel saves for
-    a float32 x. Float32 temporaries live only inside forward and backward.
+    a float32 x. Float32 temporaries live only inside forward and backward, a chunk of samples
+    at a time.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, num_groups: int, eps: float):
         acc_dtype = torch.promote_types(x.dtype, torch.float32)
         x = x.contiguous()  # NCDHW, so that [N, G, C/G * L] is a view
-        n, channels = x.shape[:2]
-        normalized = x.view(n, num_groups, -1).to(acc_dtype, copy=True)
-        var, mean = torch.var_mean(normalized, dim=2, correction=0)
-        rstd = torch.rsqrt(var + eps)
-        normalized.sub_(mean.unsqueeze(2)).mul_(rstd.unsqueeze(2))
-        per_channel = normalized.view(n, channels, -1)
-        if weight is not None:
-            per_channel.mul_(weight.to(acc_dtype).view(1, channels, 1))
-        if bias is not None:
-            per_channel.add_(bias.to(acc_dtype).view(1, channels, 1))
+        channels = x.shape[1]
+        out = torch.empty_like(x)
+        means, rstds = [], []
+        for chunk in _sample_chunks(x):
+            n = x[chunk].shape[0]
+            normalized = x[chunk].view(n, num_groups, -1).to(acc_dtype, copy=True)
+            var, mean = torch.var_mean(normalized, dim=2, correction=0)
+            rstd = torch.rsqrt(var + eps)
+            normalized.sub_(mean.unsqueeze(2)).mul_(rstd.unsqueeze(2))
+            per_channel = normalized.view(n, channels, -1)
+            if weight is not None:
+                per_channel.mul_(weight.to(acc_dtype).view(1, channels, 1))
+            if bias is not None:
+                per_channel.add_(bias.to(acc_dtype).view(1, channels, 1))
+            out[chunk].copy_(per_channel.view(out[chunk].shape))
+            means.append(mean)
+            rstds.append(rstd)
+        mean, rstd = torch.cat(means), torch.cat(rstds)
         ctx.save_for_backward(x, mean, rstd, weight)
         ctx.num_groups = num_groups
         ctx.bias_dtype = None if bias is None else bias.dtype
-        return per_channel.view(x.shape).to(x.dtype)
+        return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
         x, mean, rstd, weight = ctx.saved_tensors
-        n, channels = x.shape[:2]
-        groups = ctx.num_groups
-        # x_hat = (x - mean) * rstd, recomputed from the low-precision x and float32 statistics.
-        x_hat = x.view(n, groups, -1).to(rstd.dtype, copy=True)
-        x_hat.sub_(mean.unsqueeze(2)).mul_(rstd.unsqueeze(2))
-        x_hat_c = x_hat.view(n, channels, -1)
-        dy = grad_out.contiguous().view(n, channels, -1).to(rstd.dtype, copy=True)
-        sum_dy = dy.sum(2)  # [N, C]
-        sum_dy_x_hat = torch.einsum("ncl,ncl->nc", dy, x_hat_c)
-        if weight is not None:
-            gamma = weight.to(rstd.dtype)
-            dy.mul_(gamma.view(1, channels, 1))
-            sum_g, sum_g_x_hat = sum_dy * gamma, sum_dy_x_hat * gamma
-        else:
-            sum_g, sum_g_x_hat = sum_dy, sum_dy_x_hat
-        # dx = rstd * (g - mean_G(g) - x_hat * mean_G(g * x_hat)), g = gamma * dy.
-        count = x_hat.shape[2]
-        mean_g = sum_g.view(n, groups, -1).sum(2, keepdim=True) / count
-        mean_g_x_hat = sum_g_x_hat.view(n, groups, -1).sum(2, keepdim=True) / count
-        grad_x = dy.view(n, groups, -1).sub_(mean_g).sub_(x_hat.mul_(mean_g_x_hat))
-        grad_x = grad_x.mul_(rstd.unsqueeze(2)).view(x.shape).to(grad_out.dtype)
+        grad_out = grad_out.contiguous()
+        grad_x = torch.empty_like(grad_out)
+        gamma = None if weight is None else weight.to(rstd.dtype)
+        sums = [
+            _low_precision_backward_chunk(
+                x[c], grad_out[c], mean[c], rstd[c], gamma, ctx.num_groups, out=grad_x[c]
+            )
+            for c in _sample_chunks(x)
+        ]
         grad_weight = grad_bias = None
         if weight is not None and ctx.needs_input_grad[1]:
-            grad_weight = sum_dy_x_hat.sum(0).to(weight.dtype)
+            grad_weight = sum(s[1].sum(0) for s in sums).to(weight.dtype)
         if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
-            grad_bias = sum_dy.sum(0).to(ctx.bias_dtype)
+            grad_bias = sum(s[0].sum(0) for s in sums).to(ctx.bias_dtype)
         return grad_x, grad_weight, grad_bias, None, None
+
+
+def _low_precision_backward_chunk(x, grad_out, mean, rstd, gamma, groups: int, *, out):
+    """Write dx of a chunk of samples into ``out``; return its per-channel sums of dy and of
+    dy * x_hat ([n, C] each) for the parameter gradients."""
+    n, channels = x.shape[:2]
+    # x_hat = (x - mean) * rstd, recomputed from the low-precision x and float32 statistics.
+    x_hat = x.view(n, groups, -1).to(rstd.dtype, copy=True)
+    x_hat.sub_(mean.unsqueeze(2)).mul_(rstd.unsqueeze(2))
+    dy = grad_out.view(n, channels, -1).to(rstd.dtype, copy=True)
+    sum_dy = dy.sum(2)
+    sum_dy_x_hat = torch.einsum("ncl,ncl->nc", dy, x_hat.view(n, channels, -1))
+    sum_g, sum_g_x_hat = sum_dy, sum_dy_x_hat
+    if gamma is not None:
+        dy.mul_(gamma.view(1, channels, 1))
+        sum_g, sum_g_x_hat = sum_dy * gamma, sum_dy_x_hat * gamma
+    # dx = rstd * (g - mean_G(g) - x_hat * mean_G(g * x_hat)), g = gamma * dy.
+    count = x_hat.shape[2]
+    mean_g = sum_g.view(n, groups, -1).sum(2, keepdim=True) / count
+    mean_g_x_hat = sum_g_x_hat.view(n, groups, -1).sum(2, keepdim=True) / count
+    grad_x = dy.view(n, groups, -1).sub_(mean_g).sub_(x_hat.mul_(mean_g_x_hat))
+    out.copy_(grad_x.mul_(rstd.unsqueeze(2)).view(out.shape))
+    return sum_dy, sum_dy_x_hat
 
 
 def group_norm_low_precision(

@@ -22,6 +22,7 @@ from types import MappingProxyType
 import torch
 from torch import nn
 
+from videogn.models.checkpointing import run_checkpointed
 from videogn.models.norm import NormLayer, get_norm_layer
 
 # Temporal kernel of conv "a" for every block of res2..res5, per depth (3 = 3x1x1, 1 = 1x1x1).
@@ -33,6 +34,8 @@ TEMPORAL_KERNELS: dict[int, tuple[tuple[int, ...], ...]] = {
 }
 STAGE_DEPTHS: dict[int, tuple[int, ...]] = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 BOTTLENECK_EXPANSION = 4
+# Segments that activation checkpointing can take, in network order.
+CHECKPOINT_STAGES = ("stem", "res2", "res3", "res4", "res5")
 
 
 class Stem(nn.Module):
@@ -180,6 +183,8 @@ class ResNet3D(nn.Module):
         zero_init_last_norm: start the last norm of each block with gamma = 0, so every residual
             block starts as the identity.
         stem_temporal_kernel: temporal kernel of conv1 (5 in the paper).
+        activation_checkpointing: stages of ``CHECKPOINT_STAGES`` whose activations are
+            recomputed in backward instead of kept, see :meth:`set_activation_checkpointing`.
     """
 
     # Named parts that weight adaptation reads (timm's pretrained_cfg): the conv that sees the
@@ -200,6 +205,7 @@ class ResNet3D(nn.Module):
         dropout: float = 0.5,
         zero_init_last_norm: bool = True,
         stem_temporal_kernel: int = 5,
+        activation_checkpointing: Sequence[str] = (),
     ):
         super().__init__()
         norm_layer = norm_layer or get_norm_layer("bn")
@@ -229,6 +235,27 @@ class ResNet3D(nn.Module):
         self.head = Head(channels, num_classes, dropout)
         self.num_features = channels
         self._init_weights(zero_init_last_norm)
+        self.set_activation_checkpointing(activation_checkpointing)
+
+    def set_activation_checkpointing(self, stages: Sequence[str] | str = ()) -> None:
+        """Recompute the activations of ``stages`` in backward instead of keeping them.
+
+        Args:
+            stages: names from ``CHECKPOINT_STAGES`` ("stem", "res2" ... "res5"), "all", or
+                "none"/empty. A res stage is checkpointed block by block (each bottleneck keeps
+                only its input), so backward recomputes one block at a time. Exact: same
+                outputs and gradients, dropout's RNG restored, BN running statistics updated
+                once per step (:mod:`videogn.models.checkpointing`).
+        """
+        if isinstance(stages, str):
+            stages = {"all": CHECKPOINT_STAGES, "none": ()}.get(stages, (stages,))
+        unknown = [s for s in stages if s not in CHECKPOINT_STAGES]
+        if unknown:
+            raise ValueError(
+                f"activation checkpointing: unknown stage(s) {unknown}; expected names from "
+                f"{list(CHECKPOINT_STAGES)}, 'all' or 'none'"
+            )
+        self.checkpointed_stages = tuple(s for s in CHECKPOINT_STAGES if s in stages)
 
     def _init_weights(self, zero_init_last_norm: bool) -> None:
         for m in self.modules():
@@ -247,9 +274,18 @@ class ResNet3D(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """[N, 3, T, H, W] -> res5 features [N, C, T/8, H/32, W/32]."""
+        # Without autograd nothing is kept for backward: checkpointing would only cost time.
+        checkpointing = torch.is_grad_enabled()
         for name, child in self.named_children():
-            if name != "head":
+            if name == "head":
+                continue
+            if not (checkpointing and name in self.checkpointed_stages):
                 x = child(x)
+            elif isinstance(child, ResStage):
+                for block in child:
+                    x = run_checkpointed(block, x)
+            else:
+                x = run_checkpointed(child, x)
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
