@@ -5,6 +5,10 @@ A checkpoint is a dict saved with ``torch.save``:
 ``videogn-test`` read it directly), ``optimizer``, ``scheduler``, ``scaler``, ``rng`` (one
 entry per rank), ``position`` (epoch, iteration within the epoch, global iteration, sampler
 seed), ``config`` (the resolved run config) and ``meta``.
+
+A file is trusted only after it loads and holds the entries its use needs: auto-resume skips a
+torn or foreign newest checkpoint (a full disk, a killed copy, a flaky network filesystem)
+with a warning naming it and why, and falls back to the newest valid one.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +28,13 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^iter_(\d{8})\.pt$")
+# What a training checkpoint must hold to resume from it (Trainer.state_dict's entries).
+RESUME_ENTRIES = ("model", "optimizer", "scheduler", "scaler", "rng", "position", "config")
+_SHOWN = 5  # differing keys named in a model mismatch message
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names each file and why."""
 
 
 def checkpoint_path(run_dir: str | Path, global_iteration: int) -> Path:
@@ -72,15 +84,130 @@ def save_checkpoint(state: dict, run_dir: str | Path, global_iteration: int, kee
     return path
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint on CPU; tensors are moved to devices by the objects that load them."""
-    path = resolve_checkpoint(path)
-    # weights_only=False: the checkpoint holds numpy RNG states and plain config dicts that we
-    # wrote ourselves; never load checkpoints from untrusted sources.
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(state, dict) or "model" not in state:
-        raise ValueError(f"{path} is not a videogn training checkpoint (no 'model' entry)")
+def read_checkpoint_file(path: str | Path, required=("model",)) -> dict:
+    """Load one checkpoint file on CPU after checking it is whole and holds ``required``.
+
+    Raises:
+        CheckpointError: naming the file and what is wrong with it (missing, empty, truncated,
+            unloadable, or lacking entries).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    size = path.stat().st_size
+    if size == 0 or not zipfile.is_zipfile(path):
+        # torch.save writes a zip whose directory sits at the end: a torn file has none.
+        raise CheckpointError(
+            f"{path}: not a complete torch.save file ({size} bytes, no zip directory at its "
+            "end: truncated?)"
+        )
+    try:
+        # weights_only=False: the checkpoint holds numpy RNG states and plain config dicts
+        # that we wrote ourselves; never load checkpoints from untrusted sources.
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # zip, pickle and storage errors all mean "unusable"
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: cannot be loaded ({reason})") from err
+    missing = [key for key in required if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise CheckpointError(
+            f"{path} is not a videogn training checkpoint (no {', '.join(map(repr, missing))} "
+            f"{'entry' if len(missing) == 1 else 'entries'})"
+        )
     return state
+
+
+def newest_valid_checkpoint(run_dir: str | Path, required=RESUME_ENTRIES):
+    """(path, state) of the newest checkpoint of ``run_dir`` that loads, or None if it has none.
+
+    Every newer file that fails the check is skipped with a warning naming it and why.
+
+    Raises:
+        CheckpointError: the run has checkpoints but none is valid; lists each file and why.
+    """
+    problems = []
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            state = read_checkpoint_file(path, required)
+        except CheckpointError as err:
+            logger.warning("skipping checkpoint %s", err)
+            problems.append(str(err))
+            continue
+        if problems:
+            logger.warning("falling back to %s, the newest valid checkpoint", path)
+        return path, state
+    if problems:
+        listing = "\n  ".join(problems)
+        raise CheckpointError(
+            f"no valid checkpoint in {Path(run_dir) / CHECKPOINT_DIR}:\n  {listing}\n"
+            "(move them away, or pass trainer.resume=never, to start this run afresh)"
+        )
+    return None
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint file, or the newest valid one of a run directory, on CPU.
+
+    Tensors are moved to devices by the objects that load them.
+    """
+    return _load_designated(Path(path).expanduser(), ("model",))[1]
+
+
+def find_resume_checkpoint(resume: str, run_dir: str | Path):
+    """The (path, state) that ``trainer.resume`` designates, verified, or None.
+
+    Args:
+        resume: "auto" (the newest valid checkpoint of ``run_dir``, None if it has none),
+            "never", or a checkpoint file or run directory (an error if it holds none).
+    """
+    if resume == "never":
+        if latest_checkpoint(run_dir) is not None:
+            logger.warning("trainer.resume=never: ignoring the checkpoints in %s", run_dir)
+        return None
+    if resume == "auto":
+        return newest_valid_checkpoint(run_dir)
+    return _load_designated(Path(resume).expanduser(), RESUME_ENTRIES)
+
+
+def _load_designated(path: Path, required) -> tuple[Path, dict]:
+    """A named file, or a run directory's newest valid checkpoint, loaded and checked."""
+    if path.is_dir():
+        found = newest_valid_checkpoint(path, required)
+        if found is not None:
+            return found
+    path = resolve_checkpoint(path)  # FileNotFoundError naming what it looked for
+    return path, read_checkpoint_file(path, required)
+
+
+def check_model_state(model: torch.nn.Module, state: dict, source: str | Path) -> None:
+    """Raise CheckpointError naming the keys and shapes in which ``state`` (a model state dict
+    read from ``source``) differs from ``model``'s: a checkpoint of another model config."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(getattr(v, "shape", ())) for k, v in state.items()}
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    reshaped = [
+        f"{k}: checkpoint {found[k]} vs model {expected[k]}"
+        for k in expected
+        if k in found and found[k] != expected[k]
+    ]
+    parts = []
+    for what, items in (
+        ("missing from the checkpoint", missing),
+        ("not in the model", unexpected),
+        ("of another shape", reshaped),
+    ):
+        if items:
+            shown = "; ".join(items[:_SHOWN]) + ("; ..." if len(items) > _SHOWN else "")
+            parts.append(
+                f"{len(items)} {'entry' if len(items) == 1 else 'entries'} {what} ({shown})"
+            )
+    if parts:
+        raise CheckpointError(
+            f"{source} was written by a different model config: {', '.join(parts)}. Resume "
+            "with the model and norm settings recorded in its config, or start afresh "
+            "(trainer.resume=never or a new run directory)"
+        )
 
 
 def capture_rng_state() -> dict:

@@ -15,7 +15,12 @@ from torch import nn
 
 from videogn.config import TrainConfig, enum_value
 from videogn.engine import builders, distributed
-from videogn.engine.checkpoint import latest_checkpoint, load_checkpoint, resolve_checkpoint
+from videogn.engine.checkpoint import (
+    check_model_state,
+    find_resume_checkpoint,
+    load_checkpoint,
+    resolve_checkpoint,
+)
 from videogn.engine.evaluate import evaluate_shard, gather_results, summarize, write_results
 from videogn.engine.trainer import Trainer, model_input
 
@@ -56,17 +61,6 @@ def set_cpu_threads(num_threads: int | None, num_workers: int, device: torch.dev
     logger.info("CPU run: %d compute threads, %d loader workers", num_threads, num_workers)
 
 
-def checkpoint_to_resume(resume: str, run_dir: Path) -> Path | None:
-    """trainer.resume: "auto" (latest in the run dir, if any), "never", or a checkpoint/run dir."""
-    if resume == "never":
-        if latest_checkpoint(run_dir) is not None:
-            logger.warning("trainer.resume=never: ignoring the checkpoints in %s", run_dir)
-        return None
-    if resume == "auto":
-        return latest_checkpoint(run_dir)
-    return resolve_checkpoint(resume)
-
-
 def warn_config_changes(recorded: dict, current: dict) -> None:
     """Log the settings that differ between a checkpoint and the run resuming it."""
     for group in ("model", "norm", "data", "sampler", "optim"):
@@ -82,11 +76,12 @@ def warn_config_changes(recorded: dict, current: dict) -> None:
 
 def resume(trainer: Trainer, cfg: DictConfig, run_dir: Path) -> Path | None:
     """Load the checkpoint that ``trainer.resume`` designates, if any; return its path."""
-    path = checkpoint_to_resume(cfg.trainer.resume, run_dir)
-    if path is None:
+    found = find_resume_checkpoint(cfg.trainer.resume, run_dir)  # verified, newest valid
+    if found is None:
         return None
-    state = load_checkpoint(path)
+    path, state = found
     warn_config_changes(state.get("config", {}), trainer.config)
+    check_model_state(trainer.model, state["model"], path)
     trainer.load_state_dict(state)
     pos = trainer.position
     logger.info(
