@@ -126,6 +126,37 @@ def test_fully_convolutional_256_crops():
     assert out.shape == (3, 3, 4, 256, 256)
 
 
+@pytest.mark.parametrize(
+    ("height", "width", "view"),
+    [
+        (240, 320, (256, 341)),
+        (360, 640, (256, 455)),
+        (400, 300, (341, 256)),
+        (256, 256, (256, 256)),
+    ],
+    ids=["4:3", "16:9", "portrait", "square"],
+)
+def test_full_frame_view_is_the_whole_resized_frame(height, width, view):
+    """test.num_crops=full: one view per clip, the frame at short side 256 with its aspect
+    ratio (256x341 at 4:3, as the paper tests); the 3 crops of 256 are slices of it."""
+    clip = column_clip(height=height, width=width)
+    unit = dict(short_side=256, mean=(0, 0, 0), std=(1, 1, 1))
+    full = TestTransform(num_crops="full", crop_size=224, **unit)(clip)
+    assert full.shape == (1, 3, 2, *view)
+    assert TestTransform(num_crops="full", **unit).view_size(height, width) == view
+    crops = TestTransform(num_crops=3, crop_size=256, **unit)(clip)
+    boxes = TestTransform(num_crops=3, crop_size=256, **unit).crop_boxes(*view)
+    for crop, (top, left) in zip(crops, boxes, strict=True):
+        assert torch.equal(crop, full[0, :, :, top : top + 256, left : left + 256])
+
+
+def test_num_crops_accepts_1_3_and_full_only():
+    assert [TestTransform(num_crops=n).views_per_clip for n in (1, 3, "3", "full")] == [1, 3, 3, 1]
+    for bad in (2, "all", True, 0):
+        with pytest.raises(ValueError, match="1, 3 or 'full'"):
+            TestTransform(num_crops=bad)
+
+
 def test_numpy_and_torch_inputs_agree():
     clip = column_clip()
     transform = TestTransform()

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -121,3 +122,45 @@ def test_results_files(tmp_path):
     scores = np.load(scores_path)
     assert list(scores["paths"]) == ["v0.mp4", "v1.mp4", "v3.mp4"]
     assert scores["scores"].shape == (3, 3) and list(scores["labels"]) == [0, 2, 2]
+
+
+def test_full_frame_views_of_other_sizes_are_scored_apart_never_padded(tmp_path):
+    """test.num_crops=full on real videos of three aspect ratios: every video is one loader
+    item (its views share a size), so each score is the model's on that video alone. Padding
+    a smaller frame to batch it with a larger one would change its score (the global average
+    pool would average the padding in), which is why videos are never batched together."""
+    from videogn.data.dataset import VideoTestDataset
+    from videogn.data.lists import VideoRecord
+    from videogn.data.samplers import TestClipSampler
+    from videogn.data.transforms import TestTransform
+    from videogn.data.video_writer import write_video
+    from videogn.models.factory import create_model
+
+    rng = np.random.default_rng(0)
+    records = []
+    for i, (height, width) in enumerate([(48, 64), (36, 64), (64, 48)]):  # 4:3, 16:9, portrait
+        path = tmp_path / f"v{i}.mp4"
+        write_video(path, rng.integers(0, 256, (12, height, width, 3), dtype=np.uint8))
+        records.append(VideoRecord(str(path), i % 3))
+    dataset = VideoTestDataset(
+        records,
+        sampler=TestClipSampler(8, 1, num_clips=2),
+        transform=TestTransform(short_side=32, num_crops="full"),
+    )
+    torch.manual_seed(0)
+    model = create_model(
+        "i3d_r50", norm="gn", norm_kwargs={"num_groups": 4}, num_classes=3, base_width=8,
+        stage_depths=(1, 1, 1, 1),
+    ).eval()  # fmt: skip
+    results = evaluate_shard(
+        model, dataset, [0, 1, 2], device=torch.device("cpu"), views_per_batch=2, num_workers=0
+    )
+    sizes = [tuple(dataset[i]["views"].shape[-2:]) for i in range(3)]
+    assert sizes == [(32, 42), (32, 56), (42, 32)]
+    with torch.no_grad():
+        for result, index in zip(results, range(3), strict=True):
+            alone = model(dataset[index]["views"]).softmax(dim=1).mean(dim=0)
+            torch.testing.assert_close(torch.from_numpy(result.scores), alone)
+        views = dataset[0]["views"]  # 32x42, padded to the 16:9 video's 32x56
+        padded = F.pad(views, (0, 56 - 42))
+        assert not torch.allclose(model(padded).softmax(1).mean(0), model(views).softmax(1).mean(0))

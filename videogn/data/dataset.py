@@ -203,8 +203,9 @@ class VideoTestDataset(Dataset):
                 "error": err.reason,
             }
         clips = frames.reshape(self.sampler.num_clips, self.sampler.num_frames, *frames.shape[1:])
-        crops, size = self.transform.num_crops, self.transform.crop_size
-        views = self.transform.empty_views((len(clips) * crops, 3, clips.shape[1], size, size))
+        crops = self.transform.views_per_clip
+        height, width = self.transform.view_size(*clips.shape[2:4])  # full frame: any aspect
+        views = self.transform.empty_views((len(clips) * crops, 3, clips.shape[1], height, width))
         # Every clip is transformed straight into its slice: no copy of all views at the end.
         for k, clip in enumerate(clips):
             self.transform(clip, out=views[k * crops : (k + 1) * crops])

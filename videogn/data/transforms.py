@@ -10,7 +10,8 @@ Train: short-side scale jitter S ~ U{256..320}, a random 224 crop of the scaled 
     clip and then cropping up to sub-pixel rounding of the region, at a fraction of the cost.
 Test: short side to 256 (the long side keeps the aspect ratio), then 1 centre crop, or 3
     crops (start, centre, end of the long side; centred on the short side), of `crop_size`
-    (224, or 256 for fully-convolutional testing): float32 [S, C, T, H, W].
+    (224, or 256 for fully-convolutional testing), or "full": the whole resized frame as one
+    view (256x341 at 4:3): float32 [S, C, T, H, W].
 Normalization: y = (x / 255 - mean) / std per RGB channel, mean and std in 0-1 units; they
     must match the pretrained weights, so they are explicit arguments with named presets.
 """
@@ -213,8 +214,27 @@ class TrainTransform:
         )
 
 
+FULL_FRAME = "full"  # test.num_crops: one view per clip, the whole frame after the resize
+NUM_CROPS = (1, 3, FULL_FRAME)
+
+
+def parse_num_crops(value) -> int | str:
+    """1, 3 or "full" (also given as the strings "1", "3"); anything else is an error."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if value not in NUM_CROPS or isinstance(value, bool):
+        raise ValueError(f"num_crops (test.num_crops) must be 1, 3 or 'full', got {value!r}")
+    return value
+
+
 class TestTransform:
-    """Short-side resize, then 1 centre crop or 3 crops along the long side, normalization."""
+    """Short-side resize, then 1 centre crop, 3 crops along the long side, or the full frame;
+    normalization.
+
+    ``num_crops="full"`` gives one view per clip: the whole frame at the short side (256x341
+    for a 4:3 video at 256, 256x455 for 16:9), for fully convolutional testing as in the GN
+    and Non-local papers; ``crop_size`` does not apply. Views of one video share a size.
+    """
 
     __test__ = False  # not a pytest test class despite the name
 
@@ -222,21 +242,32 @@ class TestTransform:
         self,
         short_side: int = 256,
         crop_size: int = 224,
-        num_crops: int = 1,
+        num_crops: int | str = 1,
         mean=NORMALIZATIONS["torchvision"][0],
         std=NORMALIZATIONS["torchvision"][1],
         output_dtype: str = "float32",
     ):
         self.output_dtype = _check_output_dtype(output_dtype)
-        if num_crops not in (1, 3):
-            raise ValueError(f"num_crops must be 1 or 3, got {num_crops}")
-        if crop_size > short_side:
+        num_crops = parse_num_crops(num_crops)
+        if num_crops != FULL_FRAME and crop_size > short_side:
             raise ValueError(f"crop_size {crop_size} is larger than short_side {short_side}")
         self.short_side, self.crop_size, self.num_crops = int(short_side), int(crop_size), num_crops
         self.normalize = _Normalize(mean, std)
 
+    @property
+    def views_per_clip(self) -> int:
+        return 1 if self.num_crops == FULL_FRAME else self.num_crops
+
+    def view_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) of every view of a video whose frames are height x width."""
+        if self.num_crops == FULL_FRAME:
+            return _scaled_size(height, width, self.short_side)
+        return self.crop_size, self.crop_size
+
     def crop_boxes(self, height: int, width: int) -> list[tuple[int, int]]:
         """(top, left) of each crop in a frame already resized to the short side."""
+        if self.num_crops == FULL_FRAME:
+            return [(0, 0)]
         crop = self.crop_size
         centre = ((height - crop) // 2, (width - crop) // 2)
         if self.num_crops == 1:
@@ -246,22 +277,23 @@ class TestTransform:
         return [(centre[0], left) for left in (0, centre[1], width - crop)]
 
     def __call__(self, frames, out: torch.Tensor | None = None) -> torch.Tensor:
-        """uint8 [T, H, W, 3] -> float32 (or `output_dtype`) [num_crops, 3, T, crop, crop].
+        """uint8 [T, H, W, 3] -> float32 (or `output_dtype`) [views, 3, T, h, w]: `views`
+        crops of crop x crop, or one full frame of :meth:`view_size`.
 
         Writes into `out` when given (its dtype must match `output_dtype`).
         """
         clip = _as_tchw_uint8(frames)
+        view_h, view_w = self.view_size(clip.shape[-2], clip.shape[-1])
         clip = _resize(clip, _scaled_size(clip.shape[-2], clip.shape[-1], self.short_side))
-        crop = self.crop_size
         boxes = self.crop_boxes(clip.shape[-2], clip.shape[-1])
-        shape = (len(boxes), 3, clip.shape[0], crop, crop)
+        shape = (len(boxes), 3, clip.shape[0], view_h, view_w)
         dtype = torch.uint8 if self.output_dtype == "uint8" else torch.float32
         if out is None:
             out = self.empty_views(shape)
         elif tuple(out.shape) != shape or out.dtype != dtype:
             raise ValueError(f"out must be {dtype} {shape}, got {out.dtype} {tuple(out.shape)}")
         for view, (top, left) in zip(out, boxes, strict=True):
-            region = clip[:, :, top : top + crop, left : left + crop]
+            region = clip[:, :, top : top + view_h, left : left + view_w]
             self.normalize(region, out=view, output_dtype=self.output_dtype)
         return out
 
