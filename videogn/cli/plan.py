@@ -6,6 +6,8 @@ batch 8 and 4, 64x1 clips at batch 4) at fp32 and bf16 for budgets of 16 to 141 
     videogn-plan                                  # the Table 8 cells
     videogn-plan --cell gn:64x1:4 --dtype bf16 --channels-last --markdown
     videogn-plan --target-batch 64 --world-size 8 --budget-gb 16   # plus a plan per row
+    videogn-plan --cell gn:64x1:8 --checkpointing none res2 all      # checkpointing rows
+    videogn-plan frontier --budget-gb 80 --world-size 8 --plot frontier.png
 """
 
 from __future__ import annotations
@@ -75,6 +77,33 @@ def parse_cell(spec: str) -> Cell:
     return Cell(match["norm"], int(match["frames"]), to_int("interval"), to_int("batch"))
 
 
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """Model, clip and precision options shared by the table and ``videogn-plan frontier``."""
+    add = parser.add_argument
+    add("--model", default="i3d_r50", help="registered model name (default i3d_r50)")
+    add("--depth", type=int, help="model override: ResNet depth, 50 or 101")
+    add("--base-width", type=int, help="model override: stem / res2 width (paper: 64)")
+    add("--stage-depths", help="model override: blocks per stage, e.g. 3,4,6,3")
+    add("--num-groups", type=int, help="GN groups (default 32)")
+    add("--num-classes", type=int, default=400)
+    add("--crop", type=int, default=224, help="crop size (default 224, the Kinetics sampler's)")
+    add("--dtype", nargs="+", default=["fp32", "bf16"], help="fp32, bf16, fp16 (autocast)")
+    add("--channels-last", action="store_true", help="channels_last_3d memory format")
+    add(
+        "--autocast-policy",
+        default="cuda",
+        choices=sorted(AUTOCAST_POLICIES),
+        help="whose autocast op lists bf16/fp16 rows follow (default cuda: training on GPUs)",
+    )
+    add("--optimizer", default="sgd", choices=sorted(OPTIMIZER_STATES))
+    add(
+        "--workspace-gb",
+        type=float,
+        default=DEFAULT_WORKSPACE_BYTES / GIB,
+        help="workspace margin in GiB (CUDA context, cuDNN/cuBLAS workspaces; default 1)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="videogn-plan",
@@ -88,15 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="NORM:FRAMES[xINTERVAL][:BATCH] (repeatable; default: the six Table 8 cells)",
     )
-    add("--model", default="i3d_r50", help="registered model name (default i3d_r50)")
-    add("--depth", type=int, help="model override: ResNet depth, 50 or 101")
-    add("--base-width", type=int, help="model override: stem / res2 width (paper: 64)")
-    add("--stage-depths", help="model override: blocks per stage, e.g. 3,4,6,3")
-    add("--num-groups", type=int, help="GN groups (default 32)")
-    add("--num-classes", type=int, default=400)
-    add("--crop", type=int, default=224, help="crop size (default 224)")
-    add("--dtype", nargs="+", default=["fp32", "bf16"], help="fp32, bf16, fp16 (autocast)")
-    add("--channels-last", action="store_true", help="channels_last_3d memory format")
+    add_model_options(parser)
     add(
         "--checkpointing",
         type=checkpointing_arg,
@@ -106,24 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
         "res2,res3 (default none)",
     )
     add(
-        "--autocast-policy",
-        default="cuda",
-        choices=sorted(AUTOCAST_POLICIES),
-        help="whose autocast op lists bf16/fp16 rows follow (default cuda: training on GPUs)",
-    )
-    add("--optimizer", default="sgd", choices=sorted(OPTIMIZER_STATES))
-    add(
         "--budgets-gb",
         type=float,
         nargs="+",
         default=list(DEFAULT_BUDGETS_GB),
         help="per-device budgets in GiB (default 16 32 40 80 141)",
-    )
-    add(
-        "--workspace-gb",
-        type=float,
-        default=DEFAULT_WORKSPACE_BYTES / GIB,
-        help="workspace margin in GiB (CUDA context, cuDNN/cuBLAS workspaces; default 1)",
     )
     add("--target-batch", type=int, help="also plan this total batch per row")
     add("--world-size", type=int, default=1, help="devices, for --target-batch")
@@ -291,6 +299,11 @@ def print_plans(args: argparse.Namespace, cells: list[Cell], estimates: dict) ->
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["frontier"]:
+        from videogn.cli.plan_frontier import main as frontier_main
+
+        return frontier_main(argv[1:])
     args = build_parser().parse_args(argv)
     cells = args.cell or list(TABLE8_CELLS)
     try:
