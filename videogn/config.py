@@ -140,7 +140,9 @@ class TestConfig:
     """Multi-view testing: num_clips x num_crops views per video, softmax aggregated."""
 
     num_clips: int = 10
-    num_crops: int = 1
+    # 1 (centre crop of crop_size), 3 (crops along the long side: the released Non-local
+    # code's approximation) or full (the whole frame at short_side, any aspect: the paper's)
+    num_crops: Any = 1
     short_side: int = 256
     crop_size: int = 256  # = short_side: fully convolutional testing on the whole short side
     aggregate: Aggregation = Aggregation["mean"]

@@ -307,3 +307,47 @@ def test_nan_stops_with_a_diagnosis_and_keeps_the_last_good_checkpoint(demo_cach
     saved = [int(p.stem.split("_")[1]) for p in list_checkpoints(run_dir)]
     assert saved and max(saved) == failed - 1
     assert os.path.getsize(latest_checkpoint(run_dir)) > 0
+
+
+def test_videogn_test_on_the_full_frame_of_non_square_videos(demo_cache, tmp_path):
+    """test.num_crops=full through videogn-test: each clip is one view of the whole frame at
+    the short side (4:3 -> 48x64, 16:9 -> 48x85), and a video that cannot be decoded counts
+    as wrong in the listed-videos accuracy."""
+    from videogn.data.video_writer import write_video
+
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(demo_cache, run_dir, "trainer.test_at_end=false")
+    check_ok(run(command("train", *overrides)))
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    rng = np.random.default_rng(0)
+    lines = []
+    for i, (height, width) in enumerate([(48, 64), (36, 64), (48, 64)]):
+        write_video(videos / f"v{i}.mp4", rng.integers(0, 256, (20, height, width, 3), np.uint8))
+        lines.append(f"v{i}.mp4 {i}")
+    (videos / "broken.mp4").write_bytes(b"not a video")
+    lines.append("broken.mp4 3")
+    (videos / "list.txt").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "full_test"
+    result = run(
+        command(
+            "test",
+            f"checkpoint={run_dir}",
+            f"hydra.run.dir={out}",
+            "test.num_crops=full",
+            "test.num_clips=2",
+            "test.short_side=48",
+            "test.num_workers=0",
+            "data.source=lists",
+            f"data.val_list={videos / 'list.txt'}",
+            f"data.val_root={videos}",
+            f"data.train_list={videos / 'list.txt'}",
+        )
+    )
+    check_ok(result)
+    results = json.loads((out / "results.json").read_text())
+    assert results["num_crops"] == "full" and results["views_per_video"] == 2
+    assert (results["videos_listed"], results["videos_evaluated"]) == (4, 3)
+    hits = round(results["video_top1"] * 3 / 100)
+    assert results["video_top1_listed"] == pytest.approx(100 * hits / 4)
+    assert results["view_sizes"] == {"48x64": 2, "48x85": 1}  # whole frames, not crops

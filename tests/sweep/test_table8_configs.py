@@ -34,6 +34,7 @@ def test_each_cell_holds_the_paper_setting(make_cfg, monkeypatch, cell):
     assert (cfg.sampler.num_frames, cfg.sampler.frame_interval) == (32, 2) or cell.clip == "64x1"
     assert f"{cfg.sampler.num_frames}x{cfg.sampler.frame_interval}" == cell.clip
     assert cfg.data.batch_size == cell.batch and cfg.test.num_clips == 10
+    assert (cfg.test.num_crops, cfg.test.short_side) == ("full", 256)  # the paper's test
     assert cfg.model.pretrained == f"/w/{cell.norm}.pt"
     assert cfg.data.normalization == ("caffe2_msra" if cell.norm == "gn" else "torchvision")
     assert cfg.name == "table8_" + cell.experiment.split("/")[1]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,7 @@ class VideoResult:
     num_views: int = 0
     view_top1_hits: int = 0
     view_top5_hits: int = 0
+    view_size: str = ""  # "HxW" of its views (the full frame's differs between videos)
     error: str | None = None
 
 
@@ -119,6 +121,7 @@ def evaluate_shard(
                 num_views=len(probs),
                 view_top1_hits=int(hits[1].sum()),
                 view_top5_hits=int(hits[5].sum()),
+                view_size="x".join(map(str, item["views"].shape[-2:])),
             )
         )
     return results
@@ -171,6 +174,7 @@ def summarize(
         mean_class_accuracy=float(np.mean(present)),
         per_class_accuracy=per_class,
         views_per_video=num_views / len(ok),
+        view_sizes=dict(Counter(r.view_size for r in ok).most_common()),  # videos per size
     )
     return summary
 
