@@ -23,7 +23,7 @@ from omegaconf import II, MISSING
 
 from videogn.data.decoders import BACKENDS
 from videogn.models.factory import MODELS
-from videogn.models.norm import NORM_BUILDERS
+from videogn.models.norm import GN_DEFAULT_GROUPS, NORM_BUILDERS
 
 # conf/ sits beside the package in the repository (an editable install finds it there).
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -60,7 +60,7 @@ class NormConfig:
     """The norm layer; options that do not apply to ``name`` are ignored by the builder."""
 
     name: NormName = NormName["bn"]
-    num_groups: int | None = None
+    num_groups: int | None = GN_DEFAULT_GROUPS  # gn; channels_per_group, when set, wins
     channels_per_group: int | None = None
     eps: float = 1e-5
     momentum: float | None = None  # BN running-average momentum (torch default 0.1 when None)

@@ -83,7 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
         "for RGB input (default: keep, and record SRC's channel order in DST)",
     )
     parser.add_argument("--force", action="store_true", help="overwrite DST if it exists")
-    model = parser.add_argument_group("model (defaults: the paper's I3D ResNet-50)")
+    _add_model_arguments(parser.add_argument_group("model (defaults: the paper's I3D ResNet-50)"))
+    return parser
+
+
+def _add_model_arguments(model) -> None:
+    """The I3D to inflate into: the arguments of ``create_model``."""
     model.add_argument("--model", choices=sorted(MODELS), default="i3d_r50")
     model.add_argument(
         "--num-classes",
@@ -103,7 +108,6 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--base-width", type=int, help="stem width (default 64)")
     model.add_argument("--stage-depths", type=_int_list, help="blocks per stage, e.g. 3,4,6,3")
     model.add_argument("--stem-temporal-kernel", type=int, help="conv1's temporal kernel (5)")
-    return parser
 
 
 def _model_config(args: argparse.Namespace, source: SourceCheckpoint) -> dict:

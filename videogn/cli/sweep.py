@@ -50,15 +50,7 @@ def _clips(text: str) -> list[tuple[int, int]]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="videogn-sweep",
-        description=__doc__.split("\n\n")[0],
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_table8(sub) -> None:
     t8 = sub.add_parser("table8", help="train and test the six Table 8 cells (hydra multirun)")
     t8.add_argument("overrides", nargs="*", help="hydra overrides for every run (data.root=...)")
     t8.add_argument("--sweep-dir", type=Path, help="default multirun/table8[_smoke]")
@@ -82,12 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t8.add_argument("--dry-run", action="store_true", help="print the multirun command only")
 
+
+def _add_report(sub) -> None:
     rep = sub.add_parser("report", help="Table 8 (Markdown + PNG) from run directories")
     rep.add_argument("run_dirs", nargs="+", type=Path, help="run dirs or folders holding them")
     rep.add_argument("--out", type=Path, default=Path("table8.md"))
     rep.add_argument("--plot", type=Path, help="default: --out with .png")
     rep.add_argument("--mini", action="store_true", help="the mini Table 8's cells")
 
+
+def _add_curves(sub) -> None:
     cur = sub.add_parser("curves", help="Figure 7: train and val error curves of run dirs")
     cur.add_argument("run_dirs", nargs="+", type=Path, help="run dirs or folders holding them")
     cur.add_argument("--out", type=Path, default=Path("figure7.png"))
@@ -95,15 +91,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--x", dest="axis", choices=("epochs", "iterations"), default="epochs", help="x axis"
     )
 
+
+def _add_clip_length(sub) -> None:
     cl = sub.add_parser("clip-length", help="evaluate one checkpoint at many test clips")
     cl.add_argument("checkpoint", help="a checkpoint file or a run directory")
     cl.add_argument("overrides", nargs="*", help="data.root=..., test.num_crops=3, ...")
     cl.add_argument("--clips", type=_clips, default=None, help="default 8x8,16x4,32x2,64x1,128x1")
-    cl.add_argument("--num-clips", type=_ints, default=[1, 3, 5, 10])
+    cl.add_argument("--num-clips", type=_ints, default=None, help="default 1,3,5,10")
     cl.add_argument("--max-videos", type=int, help="evaluate the first N listed videos only")
     cl.add_argument("--device", default="auto")
     cl.add_argument("--out", type=Path, help="default <run dir>/clip_length_<time>")
 
+
+def _add_mini_table8(sub) -> None:
     mini = sub.add_parser("mini-table8", help="the CPU analogue of Table 8, written to docs/")
     mini.add_argument("overrides", nargs="*", help="hydra overrides for every run")
     mini.add_argument("--seeds", type=_ints, default=[0])
@@ -123,6 +123,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="where the task's videos go (default $VIDEOGN_CACHE or ~/.cache/videogn)",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="videogn-sweep",
+        description=__doc__.split("\n\n")[0],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_table8(sub)
+    _add_report(sub)
+    _add_curves(sub)
+    _add_clip_length(sub)
+    _add_mini_table8(sub)
     return parser
 
 
@@ -169,6 +184,7 @@ def cmd_clip_length(args) -> int:
     from videogn.engine.checkpoint import resolve_checkpoint
     from videogn.sweep.clip_length import (
         DEFAULT_CLIPS,
+        DEFAULT_NUM_CLIPS,
         evaluate_checkpoint,
         parse_clip,
         plot_sweep,
@@ -179,7 +195,7 @@ def cmd_clip_length(args) -> int:
     summary = evaluate_checkpoint(
         args.checkpoint,
         clips=clips,
-        num_clips=args.num_clips,
+        num_clips=args.num_clips or list(DEFAULT_NUM_CLIPS),
         overrides=args.overrides,
         max_videos=args.max_videos,
         device=args.device,

@@ -24,6 +24,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -47,22 +48,12 @@ SPLITS = ("train", "val")
 Renderer = Callable[..., tuple[np.ndarray, dict]]
 
 
-@dataclass(frozen=True)
-class DemoParams:
-    """Everything that determines the generated files (hashed into the cache key)."""
+class SyntheticVideoSpec:
+    """Checks and cache key shared by the parameter dataclasses of the synthetic datasets (this
+    demo and :mod:`videogn.sweep.mini_task`): classes of (direction, flash order), two events
+    `event_gap` frames apart, train and val videos per class."""
 
-    num_classes: int = 8
-    train_videos_per_class: int = 24
-    val_videos_per_class: int = 8
-    frames_per_video: int = 48
-    frame_size: int = 64
-    fps: int = 25
-    event_gap: int = 12
-    event_length: int = 3
-    speed: float = 1.25
-    noise_std: float = 12.0
-    distractors: int = 2
-    seed: int = 0
+    generator_version: ClassVar[int]
 
     def validate(self) -> None:
         if self.num_classes % 2 or not 2 <= self.num_classes <= 2 * len(DIRECTIONS):
@@ -77,15 +68,36 @@ class DemoParams:
             )
         if self.frames_per_video < self.event_gap + self.event_length:
             raise ValueError(
-                f"frames_per_video ({self.frames_per_video}) must fit both events: "
-                f">= event_gap + event_length = {self.event_gap + self.event_length}"
+                f"frames_per_video={self.frames_per_video} cannot hold both events "
+                f"(event_gap + event_length = {self.event_gap + self.event_length})"
             )
         if min(self.train_videos_per_class, self.val_videos_per_class) < 1:
             raise ValueError("need at least one train and one val video per class")
 
     def key(self) -> str:
-        text = json.dumps({"version": GENERATOR_VERSION, **asdict(self)}, sort_keys=True)
+        """Hash of the generator version and every field: the cache folder's suffix."""
+        text = json.dumps({"version": self.generator_version, **asdict(self)}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class DemoParams(SyntheticVideoSpec):
+    """Everything that determines the generated files (hashed into the cache key)."""
+
+    generator_version: ClassVar[int] = GENERATOR_VERSION
+
+    num_classes: int = 8
+    train_videos_per_class: int = 24
+    val_videos_per_class: int = 8
+    frames_per_video: int = 48
+    frame_size: int = 64
+    fps: int = 25
+    event_gap: int = 12
+    event_length: int = 3
+    speed: float = 1.25
+    noise_std: float = 12.0
+    distractors: int = 2
+    seed: int = 0
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from contextlib import nullcontext
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -104,11 +104,6 @@ class MemoryEstimate:
         while batch > 0 and self.total_bytes(batch) > budget_bytes:  # float rounding guard
             batch -= 1
         return batch
-
-    def as_dict(self) -> dict[str, float | int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)} | {
-            "fixed_bytes": self.fixed_bytes
-        }
 
 
 def autocast_dtype(dtype: str) -> torch.dtype | None:

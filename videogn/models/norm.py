@@ -17,6 +17,8 @@ from torch import nn
 from videogn.models.group_norm import ChannelsLastGroupNorm
 
 NormLayer = Callable[[int], nn.Module]
+# The GN paper's number of groups, the default wherever GN is built (conf/norm/gn.yaml too).
+GN_DEFAULT_GROUPS = 32
 
 
 class FrozenBatchNorm3d(nn.Module):
@@ -54,7 +56,7 @@ class FrozenBatchNorm3d(nn.Module):
 def _group_norm(
     num_channels: int,
     *,
-    num_groups: int | None = 32,
+    num_groups: int | None = GN_DEFAULT_GROUPS,
     channels_per_group: int | None = None,
     eps: float = 1e-5,
 ) -> nn.GroupNorm:

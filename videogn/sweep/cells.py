@@ -62,13 +62,6 @@ TABLE8 = (
 TABLE8_WORLD_SIZE = 8
 
 
-def find_cell(cells: tuple[Cell, ...], norm: str, clip: str, batch: int) -> Cell | None:
-    for cell in cells:
-        if cell.key == (norm, clip, batch):
-            return cell
-    return None
-
-
 def columns(cells: tuple[Cell, ...]) -> list[tuple[str, int]]:
     """Distinct columns in the order the cells list them."""
     seen: list[tuple[str, int]] = []

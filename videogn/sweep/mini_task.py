@@ -16,17 +16,16 @@ once per parameter set under ``<cache_dir>/mini_<hash>/``.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from videogn.data.demo import (
-    DIRECTIONS,
     EVENT_COLOURS,
+    SyntheticVideoSpec,
     draw_moving_disk,
     generate_cached,
     make_spec,
@@ -37,8 +36,10 @@ DISTRACTOR_TINTS = ((40, 200, 40), (230, 220, 40))
 
 
 @dataclass(frozen=True)
-class MiniTaskParams:
+class MiniTaskParams(SyntheticVideoSpec):
     """Everything that determines the generated videos (hashed into the cache key)."""
+
+    generator_version: ClassVar[int] = GENERATOR_VERSION
 
     num_classes: int = 8
     train_videos_per_class: int = 64
@@ -55,23 +56,9 @@ class MiniTaskParams:
     seed: int = 0
 
     def validate(self) -> None:
-        if self.num_classes % 2 or not 2 <= self.num_classes <= 2 * len(DIRECTIONS):
-            raise ValueError(f"num_classes must be even, 2..16, got {self.num_classes}")
-        if self.frame_size < 16 or self.frame_size % 2:
-            raise ValueError(f"frame_size must be even and >= 16, got {self.frame_size}")
-        if not 1 <= self.event_length <= self.event_gap:
-            raise ValueError(f"need 1 <= event_length <= event_gap, got {self}")
-        if self.frames_per_video < self.event_gap + self.event_length:
-            raise ValueError(
-                f"frames_per_video={self.frames_per_video} cannot hold both flashes "
-                f"(event_gap + event_length = {self.event_gap + self.event_length})"
-            )
+        super().validate()
         if not 0.0 < self.tint <= 1.0:
             raise ValueError(f"tint must be in (0, 1], got {self.tint}")
-
-    def key(self) -> str:
-        text = json.dumps({"version": GENERATOR_VERSION, **asdict(self)}, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def render_video(

@@ -135,6 +135,38 @@ def runs_markdown(results: list[CellResult], unmatched: list[RunRecord]) -> str:
     return "\n".join(lines)
 
 
+def _plot_norm(ax, norm: str, cols, by_key: dict) -> None:
+    """One norm's measured top-1 (with seed std) and the paper's; no-result cells annotated."""
+    colour = NORM_COLOURS.get(norm)
+    xs, ys, errs, paper_x, paper_y = [], [], [], [], []
+    for x, (clip, batch) in enumerate(cols):
+        result = by_key.get((norm, clip, batch))
+        if result is None:
+            continue
+        if result.cell.paper_top1 is not None:
+            paper_x.append(x)
+            paper_y.append(result.cell.paper_top1)
+        if result.status() == "done":
+            xs.append(x)
+            ys.append(result.mean("top1"))
+            errs.append(result.std("top1") or 0.0)
+        else:
+            ax.annotate(
+                f"{NORM_NAMES.get(norm, norm)}: {result.status().split(' (')[0]}",
+                (x, 0.02 if norm == "bn" else 0.08),
+                xycoords=("data", "axes fraction"),
+                ha="center",
+                color=colour,
+                fontsize=8,
+            )
+    label = NORM_NAMES.get(norm, norm)
+    if xs:
+        ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, color=colour, label=label)
+    if paper_x:
+        ax.plot(paper_x, paper_y, "--", marker="s", mfc="none", color=colour, alpha=0.6,
+                label=f"{label} (paper)")  # fmt: skip
+
+
 def plot_results(
     results: list[CellResult], path: str | Path, title: str, unit: str = "GPU"
 ) -> Path:
@@ -150,34 +182,7 @@ def plot_results(
     by_key = {r.cell.key: r for r in results}
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for norm in norms(cells):
-        colour = NORM_COLOURS.get(norm)
-        xs, ys, errs, paper_x, paper_y = [], [], [], [], []
-        for x, (clip, batch) in enumerate(cols):
-            result = by_key.get((norm, clip, batch))
-            if result is None:
-                continue
-            if result.cell.paper_top1 is not None:
-                paper_x.append(x)
-                paper_y.append(result.cell.paper_top1)
-            if result.status() == "done":
-                xs.append(x)
-                ys.append(result.mean("top1"))
-                errs.append(result.std("top1") or 0.0)
-            else:
-                ax.annotate(
-                    f"{NORM_NAMES.get(norm, norm)}: {result.status().split(' (')[0]}",
-                    (x, 0.02 if norm == "bn" else 0.08),
-                    xycoords=("data", "axes fraction"),
-                    ha="center",
-                    color=colour,
-                    fontsize=8,
-                )
-        label = NORM_NAMES.get(norm, norm)
-        if xs:
-            ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, color=colour, label=label)
-        if paper_x:
-            ax.plot(paper_x, paper_y, "--", marker="s", mfc="none", color=colour, alpha=0.6,
-                    label=f"{label} (paper)")  # fmt: skip
+        _plot_norm(ax, norm, cols, by_key)
     ax.set_xticks(range(len(cols)), [column_label(c, unit) for c in cols])
     ax.set_xlim(-0.5, len(cols) - 0.5)
     ax.set_ylabel("video top-1 (%)")
