@@ -15,7 +15,7 @@ import argparse
 import sys
 import textwrap
 
-from videogn.cli.plan import (
+from videogn.cli.plan_options import (
     AUTOCAST_NOTES,
     add_model_options,
     checkpointing_arg,
