@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from videogn.models.checkpointing import run_checkpointed
+from videogn.models.conv import Conv3d
 from videogn.models.norm import NormLayer, get_norm_layer
 
 # Temporal kernel of conv "a" for every block of res2..res5, per depth (3 = 3x1x1, 1 = 1x1x1).
@@ -45,7 +46,7 @@ class Stem(nn.Module):
         self, in_channels: int, out_channels: int, norm_layer: NormLayer, temporal_kernel: int = 5
     ):
         super().__init__()
-        self.conv = nn.Conv3d(
+        self.conv = Conv3d(
             in_channels,
             out_channels,
             (temporal_kernel, 7, 7),
@@ -76,7 +77,7 @@ class Bottleneck(nn.Module):
         norm_layer: NormLayer,
     ):
         super().__init__()
-        self.conv_a = nn.Conv3d(
+        self.conv_a = Conv3d(
             in_channels,
             bottleneck_channels,
             (temporal_kernel, 1, 1),
@@ -84,7 +85,7 @@ class Bottleneck(nn.Module):
             bias=False,
         )
         self.norm_a = norm_layer(bottleneck_channels)
-        self.conv_b = nn.Conv3d(
+        self.conv_b = Conv3d(
             bottleneck_channels,
             bottleneck_channels,
             (1, 3, 3),
@@ -93,12 +94,12 @@ class Bottleneck(nn.Module):
             bias=False,
         )
         self.norm_b = norm_layer(bottleneck_channels)
-        self.conv_c = nn.Conv3d(bottleneck_channels, out_channels, 1, bias=False)
+        self.conv_c = Conv3d(bottleneck_channels, out_channels, 1, bias=False)
         self.norm_c = norm_layer(out_channels)
         self.relu = nn.ReLU(inplace=True)
         self.proj_conv = self.proj_norm = None
         if in_channels != out_channels or spatial_stride != 1:
-            self.proj_conv = nn.Conv3d(
+            self.proj_conv = Conv3d(
                 in_channels, out_channels, 1, stride=(1, spatial_stride, spatial_stride), bias=False
             )
             self.proj_norm = norm_layer(out_channels)
