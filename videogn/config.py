@@ -179,6 +179,10 @@ class TrainerConfig:
     # iterations (0: off) on val_videos videos of the val list (None: all of them).
     val_period: int = 0
     val_videos: int | None = None
+    # Recompute activations in backward instead of keeping them: "none", "all", a list of
+    # stages ([res2, res3]; stem, res2..res5), or "auto": the fewest stages, largest estimated
+    # saving first, with which data.batch_size clips fit data.memory_budget_gb.
+    activation_checkpointing: Any = "none"
 
 
 @dataclass

@@ -26,8 +26,10 @@ def write_run():
     """(directory, experiment, seed, results | None, metrics records) -> a run directory."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
 
-        def write(run_dir: Path, experiment: str, seed=0, results=None, metrics=(), ckpt=None):
-            overrides = [f"experiment={experiment}", "data.root=/k400", f"seed={seed}"]
+        def write(
+            run_dir: Path, experiment: str, seed=0, results=None, metrics=(), ckpt=None, extra=()
+        ):
+            overrides = [f"experiment={experiment}", "data.root=/k400", f"seed={seed}", *extra]
             cfg = compose("train", overrides=overrides)
             run_dir.mkdir(parents=True)
             OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
@@ -51,7 +53,7 @@ def results_of(top1, top5):
 def test_cells_show_paper_numbers_and_differences(tmp_path, write_run):
     write_run(tmp_path / "a", "table8/bn_32x2_bs8", results=results_of(72.8, 90.5))
     write_run(tmp_path / "b", "table8/gn_64x1_bs4", results=results_of(75.0, 92.0))
-    text = report_table8([tmp_path], tmp_path / "t8.md", tmp_path / "t8.png")
+    text = report_table8([tmp_path], tmp_path / "t8.md", tmp_path / "t8.png", plan_memory=False)
     bn_row = next(line for line in text.splitlines() if line.startswith("| BN |"))
     gn_row = next(line for line in text.splitlines() if line.startswith("| GN |"))
     assert "**72.8** / 90.5<br>paper 73.3 / 90.7, Δ −0.5 / −0.2" in bn_row
@@ -78,7 +80,7 @@ def test_missing_failed_and_untested_runs_are_not_zeros(tmp_path, write_run):
     assert status["table8/bn_64x1_bs4"] == status["table8/gn_64x1_bs4"] == "missing"
     assert unmatched == []
 
-    text = report_table8([tmp_path], tmp_path / "t8.md", tmp_path / "t8.png")
+    text = report_table8([tmp_path], tmp_path / "t8.md", tmp_path / "t8.png", plan_memory=False)
     table = text.split("## Runs")[0]
     assert table.count("*missing*") == 2 and "*failed (non-finite loss" in table
     assert "0.0" not in table  # no number was made up for the cells without a result
@@ -88,7 +90,7 @@ def test_missing_failed_and_untested_runs_are_not_zeros(tmp_path, write_run):
 def test_seeds_are_averaged_with_their_spread(tmp_path, write_run):
     for seed, top1 in enumerate((72.0, 74.0)):
         write_run(tmp_path / f"s{seed}", "table8/gn_32x2_bs8", seed, results=results_of(top1, 91.0))
-    text = report_table8([tmp_path], tmp_path / "t8.md", tmp_path / "t8.png")
+    text = report_table8([tmp_path], tmp_path / "t8.md", tmp_path / "t8.png", plan_memory=False)
     assert "**73.0** / 91.0 (±1.4, n=2)" in text
 
 
@@ -103,3 +105,52 @@ def test_find_run_dirs_explains_a_wrong_path(tmp_path):
         find_run_dirs([tmp_path / "nope"])
     with pytest.raises(FileNotFoundError, match="no run directory"):
         find_run_dirs([tmp_path])
+
+
+# A reduced model at a small crop: the planner's figures in seconds, not minutes.
+TOY = ("model=i3d_tiny", "data.crop_size=32")
+
+
+def test_extended_cells_are_columns_beyond_the_paper_with_the_planners_memory(tmp_path, write_run):
+    from videogn.engine.memory_setup import resolve_checkpointing
+    from videogn.memory.estimate import GIB
+
+    write_run(tmp_path / "a", "table8/gn_32x2_bs8", results=results_of(73.5, 91.0), extra=TOY)
+    run = write_run(tmp_path / "b", "table8/gn_64x1_bs8", results=results_of(75.5, 92.0), extra=TOY)
+    write_run(tmp_path / "c", "table8/gn_128x1_bs4", ckpt=100, extra=TOY)
+    # A budget between the toy's needs without and with checkpointing: auto must checkpoint.
+    cfg = OmegaConf.load(run / "config.yaml")
+    needs = {}
+    for setting in ("none", "all"):
+        cfg.trainer.activation_checkpointing = setting
+        needs[setting] = resolve_checkpointing(cfg, 8, estimate=True).bytes_per_gpu
+    cfg.trainer.activation_checkpointing = "auto"
+    cfg.data.memory_budget_gb = (needs["none"] + needs["all"]) / 2 / GIB
+    OmegaConf.save(cfg, run / "config.yaml")
+    memory = resolve_checkpointing(cfg, 8, estimate=True)
+    assert memory.policy == "auto" and memory.stages and memory.bytes_per_gpu < needs["none"]
+
+    text = report_table8(
+        [tmp_path], tmp_path / "t8.md", tmp_path / "t8.png", extended=None, plan_memory="runs"
+    )
+    table = text.split("## Runs")[0]
+    header = next(line for line in table.splitlines() if line.startswith("| norm |"))
+    assert "64×1, 8/GPU (*beyond the paper*)" in header
+    assert "128×1, 4/GPU (*beyond the paper*)" in header and "32×2, 8/GPU |" in header
+    gn_row = next(line for line in table.splitlines() if line.startswith("| GN |")).split(" | ")
+    expected = f"planner: {memory.bytes_per_gpu / GIB:.2f} GiB/GPU, checkpointing"
+    assert "**75.5** / 92.0<br>" + expected in gn_row[4] and "(auto, +" in gn_row[4]
+    assert "paper" not in gn_row[4] and "*incomplete" in gn_row[5] and "planner:" in gn_row[5]
+    assert "planner:" in gn_row[1] and "paper 73.0 / 90.6" in gn_row[1]
+    assert "*missing*" in gn_row[2] and "planner" not in gn_row[2]  # not planned: "runs" only
+
+
+@pytest.mark.slow
+def test_a_cell_without_a_run_is_planned_from_its_experiment_at_the_papers_scale():
+    from videogn.memory.estimate import GIB, estimate_memory
+    from videogn.sweep.planned import experiment_config, planned_memory_note
+
+    cell = TABLE8[0]  # BN 32x2, 8 clips per GPU, fp32, no checkpointing
+    estimate = estimate_memory({"name": "i3d_r50", "norm": "bn"}, num_frames=32, crop_size=224)
+    note = planned_memory_note(experiment_config(cell), cell.batch)
+    assert note == f"planner: {estimate.total_bytes(8) / GIB:.2f} GiB/GPU"

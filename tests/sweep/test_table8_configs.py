@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from videogn.config import CONFIG_DIR, register_configs
 from videogn.engine.builders import build_optimizer
 from videogn.models.factory import create_model
-from videogn.sweep.cells import TABLE8
+from videogn.sweep.cells import TABLE8, TABLE8_EXTENDED
 from videogn.sweep.mini import MINI_BATCH2, MINI_TABLE8
 from videogn.sweep.table8 import accumulation_steps, pretrained_env, table8_multirun
 
@@ -53,6 +53,27 @@ def test_mini_cells_differ_only_in_norm_clip_and_batch(make_cfg, cell):
     assert f"{cfg.sampler.num_frames}x{cfg.sampler.frame_interval}" == cell.clip
     assert cfg.optim.epochs == 40 and cfg.model.base_width == 8
     assert cfg.optim.base_lr == (0.4 if cell.norm == "bn" else 0.05)
+
+
+@pytest.mark.parametrize("cell", TABLE8_EXTENDED, ids=lambda c: c.experiment)
+def test_cells_beyond_the_paper_checkpoint_automatically_at_the_papers_memory(make_cfg, cell):
+    cfg = make_cfg(f"experiment={cell.experiment}", "data.root=/k400")
+    assert cfg.norm.name.name == cell.norm and cfg.model.base_width == 64
+    assert f"{cfg.sampler.num_frames}x{cfg.sampler.frame_interval}" == cell.clip
+    assert cfg.data.batch_size == cell.batch and cell.paper_top1 is None
+    assert cfg.trainer.activation_checkpointing == "auto" and cfg.data.memory_budget_gb == 6.5
+    assert cfg.data.normalization == ("caffe2_msra" if cell.norm == "gn" else "torchvision")
+    assert cfg.name == "table8_" + cell.experiment.split("/")[1]
+    model = create_model("i3d_r50", norm="none", base_width=8, stage_depths=(1, 1, 1, 1))
+    lr = build_optimizer(cfg, model, total_batch=cell.batch * 8).param_groups[0]["lr"]
+    assert lr == pytest.approx(0.01 * cell.batch / 8)
+
+
+def test_extended_multirun_runs_the_six_cells_and_the_three_beyond(tmp_path):
+    command = table8_multirun(tmp_path, ["data.root=/k"], extended=True).command()
+    cells = TABLE8 + TABLE8_EXTENDED
+    assert "experiment=" + ",".join(c.experiment for c in cells) in command
+    assert len(cells) == 9
 
 
 def test_slurm_launcher_gives_each_job_one_node_of_8_gpu_tasks(make_cfg):

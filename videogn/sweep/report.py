@@ -63,10 +63,11 @@ def _signed(value: float) -> str:
     return f"{value:+.1f}".replace("-", "−")
 
 
-def format_cell(result: CellResult, show_paper: bool = True) -> str:
+def format_cell(result: CellResult, show_paper: bool = True, note: str = "") -> str:
     status = result.status()
+    note = f"<br>{note}" if note else ""
     if status != "done":
-        return f"*{status}*"
+        return f"*{status}*{note}"
     top1, top5 = result.mean("top1"), result.mean("top5")
     text = f"**{top1:.1f}** / {top5:.1f}"
     if len(result.done) > 1:
@@ -81,23 +82,38 @@ def format_cell(result: CellResult, show_paper: bool = True) -> str:
             f"<br>paper {cell.paper_top1:.1f} / {cell.paper_top5:.1f}, "
             f"Δ {_signed(d1)} / {_signed(d5)}"
         )
-    return text
+    return text + note
 
 
-def table_markdown(results: list[CellResult], unit: str = "GPU", show_paper: bool = True) -> str:
-    """The table: norms as rows, (clip, batch) as columns, top-1 / top-5 in every cell."""
+def _header(column: tuple[str, int], cells: tuple[Cell, ...], unit: str, show_paper: bool) -> str:
+    label = column_label(column, unit)
+    beyond = all(c.paper_top1 is None for c in cells if c.column == column)
+    return f"{label} (*beyond the paper*)" if show_paper and beyond else label
+
+
+def table_markdown(
+    results: list[CellResult],
+    unit: str = "GPU",
+    show_paper: bool = True,
+    cell_notes: dict | None = None,
+) -> str:
+    """The table: norms as rows, (clip, batch) as columns, top-1 / top-5 in every cell;
+    ``cell_notes`` (cell key -> text) adds a line to a cell. Columns without the paper's
+    numbers are marked as beyond the paper."""
     cells = tuple(r.cell for r in results)
     by_key = {r.cell.key: r for r in results}
     cols = columns(cells)
+    notes = cell_notes or {}
     lines = [
-        "| norm | " + " | ".join(column_label(c, unit) for c in cols) + " |",
+        "| norm | " + " | ".join(_header(c, cells, unit, show_paper) for c in cols) + " |",
         "|---|" + "---|" * len(cols),
     ]
     for norm in norms(cells):
         row = []
         for clip, batch in cols:
             result = by_key.get((norm, clip, batch))
-            row.append(format_cell(result, show_paper) if result else "")
+            note = notes.get((norm, clip, batch), "")
+            row.append(format_cell(result, show_paper, note) if result else "")
         lines.append(f"| {NORM_NAMES.get(norm, norm)} | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -209,8 +225,10 @@ def write_report(
     preamble: str = "",
     show_paper: bool = True,
     appendix: str = "",
+    cell_notes: dict | None = None,
 ) -> str:
-    """Write the Markdown report and the plot (``appendix`` goes last); returns the Markdown."""
+    """Write the Markdown report and the plot (``appendix`` goes last, ``cell_notes`` go into
+    the table's cells); returns the Markdown."""
     out_md, out_png = Path(out_md), Path(out_png)
     plot_results(results, out_png, title, unit)
     text = "\n\n".join(
@@ -219,7 +237,7 @@ def write_report(
             f"# {title}",
             preamble,
             "Video-level top-1 / top-5 (%), mean of softmax scores over the test clips.",
-            table_markdown(results, unit, show_paper),
+            table_markdown(results, unit, show_paper, cell_notes),
             f"![{title}]({out_png.name})",
             "## Runs",
             runs_markdown(results, unmatched),

@@ -13,7 +13,7 @@ import logging
 import os
 from pathlib import Path
 
-from videogn.sweep.cells import TABLE8, TABLE8_WORLD_SIZE
+from videogn.sweep.cells import TABLE8, TABLE8_EXTENDED, TABLE8_WORLD_SIZE
 from videogn.sweep.launch import Multirun, run_multirun, unfinished
 from videogn.sweep.report import match_runs, write_report
 from videogn.sweep.runs import read_runs
@@ -102,9 +102,11 @@ def table8_multirun(
     nproc_per_node: int = 1,
     slurm: bool = False,
     skip_finished: bool = True,
+    extended: bool = False,
 ) -> Multirun:
-    """The multirun of the Table 8 cells not yet tested in ``sweep_dir``."""
-    experiments = [cell.experiment for cell in TABLE8]
+    """The multirun of the Table 8 cells (``extended``: and those beyond the paper) not yet
+    tested in ``sweep_dir``."""
+    experiments = [cell.experiment for cell in table8_cells(extended)]
     if skip_finished:
         experiments = unfinished(experiments, sweep_dir)
     extra = list(SMOKE_OVERRIDES) + [f"data.demo.cache_dir={sweep_dir / '.demo_cache'}"]
@@ -130,12 +132,19 @@ def launch_table8(
     nproc_per_node: int = 1,
     slurm: bool = False,
     dry_run: bool = False,
+    extended: bool = False,
 ) -> int:
-    """Train and test the Table 8 cells, then write ``<sweep dir>/table8.md`` and ``.png``."""
+    """Train and test the Table 8 cells (``extended``: and the three beyond the paper), then
+    write ``<sweep dir>/table8.md`` and ``.png``."""
     sweep_dir = Path(sweep_dir).expanduser().resolve()
     env = pretrained_env(from_scratch or smoke, overrides)
     multirun = table8_multirun(
-        sweep_dir, overrides, smoke=smoke, nproc_per_node=nproc_per_node, slurm=slurm
+        sweep_dir,
+        overrides,
+        smoke=smoke,
+        nproc_per_node=nproc_per_node,
+        slurm=slurm,
+        extended=extended,
     )
     status = 0
     if multirun.experiments:
@@ -145,20 +154,48 @@ def launch_table8(
     if dry_run:
         return status
     if any(sweep_dir.rglob("config.yaml")):
-        text = report_table8([sweep_dir], sweep_dir / "table8.md", sweep_dir / "table8.png")
+        text = report_table8(
+            [sweep_dir], sweep_dir / "table8.md", sweep_dir / "table8.png", extended=extended
+        )
         print(text)
     return status
 
 
-def report_table8(paths: list[str | Path], out_md: str | Path, out_png: str | Path) -> str:
-    """``videogn-sweep report``: Table 8 from run directories (or folders holding them)."""
+def table8_cells(extended: bool) -> tuple:
+    return TABLE8 + TABLE8_EXTENDED if extended else TABLE8
+
+
+def report_table8(
+    paths: list[str | Path],
+    out_md: str | Path,
+    out_png: str | Path,
+    *,
+    extended: bool | None = None,
+    plan_memory: bool | str = True,
+) -> str:
+    """``videogn-sweep report``: Table 8 from run directories (or folders holding them).
+
+    ``extended``: also the columns beyond the paper (None: when some run belongs to one).
+    ``plan_memory``: every cell shows the planner's memory per GPU
+    (:mod:`videogn.sweep.planned`; a cell without a run is planned at the paper's scale,
+    seconds of estimating each); "runs": only the cells with a run; False: none.
+    """
+    from videogn.sweep.planned import memory_notes
+
     records = read_runs(paths)
-    results, unmatched = match_runs(TABLE8, records)
+    if extended is None:
+        extended = any(r.key == c.key for r in records for c in TABLE8_EXTENDED)
+    results, unmatched = match_runs(table8_cells(extended), records)
     preamble = (
         "GN paper (Wu & He, ECCV 2018) Table 8: I3D ResNet-50 on Kinetics-400, 8 GPUs, "
         "10-clip test. Columns: training clip (frames × interval), clips per GPU (the BN "
         "statistics batch)."
     )
+    if extended:
+        preamble += (
+            " Columns marked *beyond the paper* are the cells its memory ruled out, reached "
+            "with activation checkpointing (`trainer.activation_checkpointing: auto`)."
+        )
     toy = [r for r in records if r.dataset != "kinetics400" or r.base_width != 64]
     if toy:
         preamble += (
@@ -175,6 +212,9 @@ def report_table8(paths: list[str | Path], out_md: str | Path, out_png: str | Pa
     return write_report(
         results, unmatched, out_md, out_png, title="Table 8", unit="GPU", preamble=preamble,
         appendix=figure7_section(paths, Path(out_md).with_name(FIGURE7)),
+        cell_notes=(
+            memory_notes(results, without_runs=plan_memory != "runs") if plan_memory else None
+        ),
     )  # fmt: skip
 
 
