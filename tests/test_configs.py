@@ -69,10 +69,42 @@ def test_default_train_config_is_the_demo(compose_train):
     assert cfg.test.num_clips == 10
 
 
+def option_values(group: str, option: str) -> dict[str, object]:
+    """The literal values an option file sets, by dotted key (interpolations and ??? left out)."""
+    node = OmegaConf.load(CONF / group / f"{option}.yaml")
+    values = {}
+
+    def walk(node, prefix):
+        for key in node:
+            if OmegaConf.is_interpolation(node, key) or OmegaConf.is_missing(node, key):
+                continue
+            value = node[key]
+            if OmegaConf.is_dict(value):
+                walk(value, f"{prefix}{key}.")
+            else:
+                values[f"{prefix}{key}"] = (
+                    OmegaConf.to_container(value) if OmegaConf.is_list(value) else value
+                )
+
+    walk(node, "")
+    return values
+
+
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)
-def test_group_option_composes(compose_train, group, option):
+def test_group_option_composes_and_takes_effect(compose_train, group, option):
     cfg = compose_train([f"{group}={option}"])
     resolve_and_build(cfg)
+    values = option_values(group, option)
+    assert values, f"{group}/{option}.yaml sets nothing"
+    for key, expected in values.items():
+        actual = OmegaConf.select(cfg[group], key)
+        if hasattr(actual, "name") and not isinstance(expected, type(actual)):  # enum fields
+            actual = actual.name
+        if OmegaConf.is_list(actual):
+            actual = OmegaConf.to_container(actual)
+        assert actual == expected, (
+            f"{group}={option}: {group}.{key} is {actual!r}, not {expected!r}"
+        )
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

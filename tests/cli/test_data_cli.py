@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import shutil
 
+import numpy as np
 import pytest
 
 from videogn.cli.data import main
@@ -77,11 +78,20 @@ def test_build_rejects_unknown_labels_and_unlabelled_csv(tmp_path, capsys):
         assert code == 2 and message in capsys.readouterr().err
 
 
-def test_check_writes_report_and_clean_list(tmp_path, make_numbered_frames, capsys, shared_videos):
+def frames(count: int) -> np.ndarray:
+    """uint8 [count, 64, 96, 3]: a square moving over a gradient."""
+    video = np.repeat(np.linspace(40, 200, 96, dtype=np.uint8)[None, None, :, None], 64, 1)
+    video = np.repeat(np.repeat(video, 3, 3), count, 0)
+    for i in range(count):
+        video[i, 20:32, 4 * i : 4 * i + 12] = 250
+    return video
+
+
+def test_check_writes_report_and_clean_list(tmp_path, capsys, shared_videos):
     root = tmp_path / "videos"
     root.mkdir()
-    write_video(root / "good clip.mp4", make_numbered_frames(12))
-    write_video(root / "short.mp4", make_numbered_frames(3))
+    write_video(root / "good clip.mp4", frames(12))
+    write_video(root / "short.mp4", frames(3))
     (root / "text.mp4").write_text("not a video")
     shutil.copy(shared_videos / "decord_corrupted.mp4", root / "corrupted.mp4")
     listing = tmp_path / "all.txt"
