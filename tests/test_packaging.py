@@ -18,7 +18,9 @@ PLATFORMS = {
     "aarch64 Linux (Grace-Hopper)": dict(
         platform_system="Linux", platform_machine="aarch64", sys_platform="linux"
     ),
-    "Apple silicon": dict(platform_system="Darwin", platform_machine="arm64", sys_platform="darwin"),
+    "Apple silicon": dict(
+        platform_system="Darwin", platform_machine="arm64", sys_platform="darwin"
+    ),
     "Intel macOS": dict(platform_system="Darwin", platform_machine="x86_64", sys_platform="darwin"),
     "Windows x64": dict(platform_system="Windows", platform_machine="AMD64", sys_platform="win32"),
 }
