@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from videogn.memory.estimate import GIB, MemoryEstimate, estimate_memory
 from videogn.models.i3d import CHECKPOINT_STAGES
+from videogn.utils.figures import pyplot, save_figure
 
 CLIP_LENGTHS = (8, 16, 32, 64, 128)
 # (frames, per-GPU batch) of Table 8's three cells: 32x2 at 8 and 4 clips, 64x1 at 4.
@@ -105,10 +106,7 @@ def plot_frontier(
 ) -> None:
     """A panel per budget (GiB -> batches): per-GPU batch against clip length, a line per
     setting (colour: norm and precision; dashed: checkpointing), Table 8's cells as stars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(
         1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False, sharey=True
@@ -141,8 +139,7 @@ def plot_frontier(
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110, bbox_inches="tight")
 
 
 def budget_bytes(budget_gb: float) -> int:

@@ -20,6 +20,7 @@ from pathlib import Path
 from videogn.engine.metrics import METRICS_FILE, read_metrics
 from videogn.sweep.report import NORM_NAMES
 from videogn.sweep.runs import RunRecord, read_runs
+from videogn.utils.figures import pyplot, save_figure
 
 X_AXES = ("epochs", "iterations")
 # The engine's log line: "..., 400 iterations (16 per epoch), ..."
@@ -155,10 +156,7 @@ def plot_curves(
 ) -> Path:
     """Figure 7's layout: one panel per norm; per setting one colour, the training error
     thin and the validation error bold."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     check_x_axis(settings, axis)
     panels = list(dict.fromkeys(s.norm for s in settings))
@@ -187,11 +185,7 @@ def plot_curves(
     axes[0][0].set_ylabel("top-1 error (%)")
     fig.suptitle("Training (thin) and 1-clip validation (bold) error", fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_curves(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from videogn.sweep.cells import Cell, column_label, columns, norms
 from videogn.sweep.runs import RunRecord
+from videogn.utils.figures import pyplot, save_figure
 
 NORM_NAMES = {"bn": "BN", "gn": "GN"}
 NORM_COLOURS = {"bn": "tab:blue", "gn": "tab:orange"}
@@ -188,10 +189,7 @@ def plot_results(
 ) -> Path:
     """top-1 against (clip, batch) for each norm; the paper's values dashed; no-result cells
     marked on the axis instead of being drawn."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     cells = tuple(r.cell for r in results)
     cols = columns(cells)
@@ -207,11 +205,7 @@ def plot_results(
     if ax.get_legend_handles_labels()[0]:
         ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_report(
