@@ -266,9 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runners = {"build": run_build, "check": run_check, "prepare": run_prepare, "demo": run_demo}
     runner = runners[args.command]
+    from videogn.data.video_reader import BackendNotInstalledError  # light: numpy only
+
     try:
         return runner(args)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, BackendNotInstalledError) as err:
         print(f"videogn-data {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -1,6 +1,6 @@
-"""`videogn-train data.backend=decord` on a machine without decord: the run stops before
-training with the install hint as the error's last line (decord has no wheels for ARM Linux
-or Apple silicon, so pyproject installs it only where it has)."""
+"""`videogn-train data.backend=decord` and `videogn-data check --backend decord` on a machine
+without decord: they stop before reading a video, with the install hint (decord has no wheels
+for ARM Linux or Apple silicon, so pyproject installs it only where it has)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,11 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
+HINT = (
+    "decord is not installed (it ships wheels for x86-64 Linux/Windows only); pip install "
+    "decord, or use the pyav backend (data.backend=pyav)"
+)
+# Runs `python -m MODULE ARGS...` in an interpreter whose import system cannot find decord.
 HIDE_DECORD = textwrap.dedent(
     """
     import runpy, sys
@@ -24,8 +29,8 @@ HIDE_DECORD = textwrap.dedent(
 
     sys.modules.pop("decord", None)
     sys.meta_path.insert(0, _DecordNotInstalled())
-    sys.argv = ["videogn-train", *sys.argv[1:]]
-    runpy.run_module("videogn.cli.train", run_name="__main__")
+    module, sys.argv = sys.argv[1], sys.argv[1:]
+    runpy.run_module(module, run_name="__main__")
     """
 )
 
@@ -48,16 +53,26 @@ def test_train_without_decord_names_the_fix(tmp_path):
         "data.backend=decord",
     ]
     child = subprocess.run(
-        [sys.executable, "-c", HIDE_DECORD, *overrides],
+        [sys.executable, "-c", HIDE_DECORD, "videogn.cli.train", *overrides],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert child.returncode != 0
     errors = [line for line in child.stderr.splitlines() if "Error:" in line]
-    assert errors[-1].endswith(
-        "BackendNotInstalledError: decord is not installed (it ships wheels for x86-64 "
-        "Linux/Windows only); pip install decord, or use the pyav backend (data.backend=pyav)"
-    ), child.stderr[-2000:]
+    assert errors[-1].endswith(f"BackendNotInstalledError: {HINT}"), child.stderr[-2000:]
     assert (tmp_path / "run" / "config.yaml").is_file()  # the run started ...
     assert not list((tmp_path / "run").rglob("*.pt"))  # ... and stopped before any training
+
+
+def test_data_check_without_decord_names_the_fix(tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text("missing.mp4 0\n")
+    child = subprocess.run(
+        [sys.executable, "-c", HIDE_DECORD, "videogn.cli.data", "check", str(listing),
+         "--backend", "decord", "--no-progress"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert child.returncode == 2, child.stderr
+    assert child.stderr.strip() == f"videogn-data check: error: {HINT}"
+    assert not (tmp_path / "list.report.tsv").exists()  # no video was declared unreadable
