@@ -18,6 +18,7 @@ from videogn.engine.checkpoint import (
     find_resume_checkpoint,
     latest_checkpoint,
     load_checkpoint,
+    load_designated_checkpoint,
     newest_valid_checkpoint,
     read_checkpoint_file,
     resolve_checkpoint,
@@ -129,7 +130,8 @@ def test_resume_falls_back_to_the_newest_valid_checkpoint(tmp_path, caplog):
         f"skipping checkpoint {folder / 'iter_00000006.pt'}",
         f"skipping checkpoint {folder / 'iter_00000004.pt'}",
     ]
-    assert load_checkpoint(tmp_path)["position"]["global_iteration"] == 2  # videogn-test too
+    assert load_checkpoint(tmp_path)["position"]["global_iteration"] == 2
+    assert load_designated_checkpoint(tmp_path, ("model", "config"))[0] == path  # videogn-test
     assert find_resume_checkpoint(str(tmp_path), tmp_path / "elsewhere")[0] == path
     assert find_resume_checkpoint("never", tmp_path) is None
 

@@ -150,7 +150,7 @@ def load_checkpoint(path: str | Path) -> dict:
 
     Tensors are moved to devices by the objects that load them.
     """
-    return _load_designated(Path(path).expanduser(), ("model",))[1]
+    return load_designated_checkpoint(path)[1]
 
 
 def find_resume_checkpoint(resume: str, run_dir: str | Path):
@@ -166,11 +166,13 @@ def find_resume_checkpoint(resume: str, run_dir: str | Path):
         return None
     if resume == "auto":
         return newest_valid_checkpoint(run_dir)
-    return _load_designated(Path(resume).expanduser(), RESUME_ENTRIES)
+    return load_designated_checkpoint(resume, RESUME_ENTRIES)
 
 
-def _load_designated(path: Path, required) -> tuple[Path, dict]:
-    """A named file, or a run directory's newest valid checkpoint, loaded and checked."""
+def load_designated_checkpoint(path: str | Path, required=("model",)) -> tuple[Path, dict]:
+    """(path, state) of a named checkpoint file, or of a run directory's newest valid one
+    (skipping torn newer files with a warning), loaded and checked to hold ``required``."""
+    path = Path(path).expanduser()
     if path.is_dir():
         found = newest_valid_checkpoint(path, required)
         if found is not None:
