@@ -13,7 +13,7 @@ from videogn.config import CONFIG_DIR, register_configs
 from videogn.engine.builders import build_optimizer
 from videogn.models.factory import create_model
 from videogn.sweep.cells import TABLE8, TABLE8_EXTENDED
-from videogn.sweep.mini import MINI_BATCH2, MINI_TABLE8
+from videogn.sweep.mini import MINI_CELLS
 from videogn.sweep.table8 import accumulation_steps, pretrained_env, table8_multirun
 
 register_configs()
@@ -46,13 +46,19 @@ def test_each_cell_holds_the_paper_setting(make_cfg, monkeypatch, cell):
     assert cfg.trainer.val_period * cell.batch * 8 == 2 * 240_000 and cfg.trainer.val_videos is None
 
 
-@pytest.mark.parametrize("cell", MINI_TABLE8 + MINI_BATCH2, ids=lambda c: c.experiment)
-def test_mini_cells_differ_only_in_norm_clip_and_batch(make_cfg, cell):
+@pytest.mark.parametrize("cell", MINI_CELLS, ids=lambda c: c.experiment)
+def test_mini_cells_differ_only_in_norm_clip_and_batch(make_cfg, monkeypatch, cell):
+    monkeypatch.setenv("VIDEOGN_MINI_PRETRAINED_BN", "/w/bn.pt")
+    monkeypatch.setenv("VIDEOGN_MINI_PRETRAINED_GN", "/w/gn.pt")
     cfg = make_cfg(f"experiment={cell.experiment}", "data.root=/mini")
+    reference = make_cfg("experiment=mini_table8/bn_8x2_bs8", "data.root=/mini")
     assert cfg.norm.name.name == cell.norm and cfg.data.batch_size == cell.batch
     assert f"{cfg.sampler.num_frames}x{cfg.sampler.frame_interval}" == cell.clip
-    assert cfg.optim.epochs == 40 and cfg.model.base_width == 8
-    assert cfg.optim.base_lr == (0.4 if cell.norm == "bn" else 0.05)
+    assert cfg.model.base_width == 8 and cfg.model.pretrained == f"/w/{cell.norm}.pt"
+    # the same epochs and one lr per 64 clips for every cell (linear scaling does the rest)
+    assert cfg.optim == reference.optim
+    # validation every 512 clips, a quarter of an epoch of 2048 videos
+    assert cfg.trainer.val_period * cell.batch == 512 and cfg.trainer.val_videos == 64
 
 
 @pytest.mark.parametrize("cell", TABLE8_EXTENDED, ids=lambda c: c.experiment)

@@ -7,7 +7,7 @@
     videogn-sweep report multirun/table8 [more run dirs]      # Markdown table + plot
     videogn-sweep curves multirun/table8 --out figure7.png    # Figure 7's error curves
     videogn-sweep clip-length outputs/RUN                     # one model, many test clips
-    videogn-sweep mini-table8                                 # the CPU analogue -> docs/
+    videogn-sweep mini-table8 [--quick]                       # the CPU analogue -> docs/
 
 See docs/EXPERIMENTS.md.
 """
@@ -29,7 +29,7 @@ EPILOG = """examples:
   videogn-sweep report multirun/table8 --out table8.md --plot table8.png
   videogn-sweep curves multirun/table8/table8_bn_32x2_bs8 multirun/table8/table8_bn_32x2_bs4
   videogn-sweep clip-length multirun/table8/table8_gn_32x2_bs8 --num-clips 1,3,10
-  videogn-sweep mini-table8 --seeds 0,1
+  videogn-sweep mini-table8 --quick
 """
 
 
@@ -124,16 +124,26 @@ def _add_clip_length(sub) -> None:
 
 
 def _add_mini_table8(sub) -> None:
-    mini = sub.add_parser("mini-table8", help="the CPU analogue of Table 8, written to docs/")
+    mini = sub.add_parser(
+        "mini-table8",
+        help="the CPU analogue of Table 8 (2D pretraining, inflation, 8 cells x seeds) -> docs/",
+    )
     mini.add_argument("overrides", nargs="*", help="hydra overrides for every run")
-    mini.add_argument("--seeds", type=_ints, default=[0])
-    mini.add_argument("--batch2", action="store_true", help="also BN and GN at batch 2")
+    mini.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="default 0,1,2")
+    mini.add_argument("--quick", action="store_true", help="seed 0 only (about 15 minutes)")
     mini.add_argument(
         "--task",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="change a task parameter (videogn.sweep.mini_task.MiniTaskParams), e.g. event_gap=6",
+        help="change a task parameter (videogn.sweep.flicker_task.FlickerTaskParams)",
+    )
+    mini.add_argument(
+        "--pretrain",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change a 2D pretraining parameter (videogn.sweep.pretrain2d.Pretrain2dParams)",
     )
     mini.add_argument("--out-dir", type=Path, default=Path("docs"))
     mini.add_argument("--sweep-dir", type=Path, default=None, help="default multirun/mini_table8")
@@ -141,7 +151,8 @@ def _add_mini_table8(sub) -> None:
         "--cache-dir",
         type=Path,
         default=None,
-        help="where the task's videos go (default $VIDEOGN_CACHE or ~/.cache/videogn)",
+        help="where the 2D nets and the task's videos go (default $VIDEOGN_CACHE or "
+        "~/.cache/videogn)",
     )
 
 
@@ -242,28 +253,28 @@ def cmd_clip_length(args) -> int:
     return 0
 
 
-def _task_changes(pairs: list[str]) -> dict:
+def _key_values(pairs: list[str], option: str) -> dict:
     changes = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
-            raise SystemExit(f"--task expects KEY=VALUE, got {pair!r}")
+            raise SystemExit(f"{option} expects KEY=VALUE, got {pair!r}")
         changes[key] = float(value) if "." in value else int(value)
     return changes
 
 
 def cmd_mini(args) -> int:
-    from videogn.sweep.mini import run_mini_table8
+    from videogn.sweep.mini_study import run_mini_table8
 
     return run_mini_table8(
         out_dir=args.out_dir,
         sweep_dir=args.sweep_dir or Path("multirun") / "mini_table8",
-        seeds=args.seeds,
-        batch2=args.batch2,
-        task_changes=_task_changes(args.task),
+        seeds=[0] if args.quick else args.seeds,
         overrides=args.overrides,
         cache_dir=args.cache_dir,
         argv=sys.argv,
+        pretrain_params=_key_values(args.pretrain, "--pretrain"),
+        task_params=_key_values(args.task, "--task"),
     )
 
 

@@ -121,13 +121,17 @@ def class_names(num_classes: int) -> list[str]:
     ]
 
 
-def draw_moving_disk(
-    video: np.ndarray, direction: int, speed: float, radius: float, rng: np.random.Generator
-) -> None:
-    """Paint a white disk moving along ``DIRECTIONS[direction]`` at ``speed`` pixels per frame
-    into ``video`` [T, S, S, 3]; it wraps around the frame, so it is always visible and keeps
-    its direction. Draws its start position from ``rng``."""
-    num_frames, size = video.shape[0], video.shape[1]
+def moving_disk_mask(
+    num_frames: int,
+    size: int,
+    direction: int,
+    speed: float,
+    radius: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Where a disk moving along ``DIRECTIONS[direction]`` at ``speed`` pixels per frame is, as
+    a bool mask [T, S, S]; it wraps around the frame, so it is always visible and keeps its
+    direction. Draws its start position from ``rng``."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     dy, dx = list(DIRECTIONS.values())[direction]
     step = speed / float(np.hypot(dy, dx))
@@ -136,7 +140,14 @@ def draw_moving_disk(
     dist_y = np.abs(yy - (y0 + dy * step * t) % size)
     dist_x = np.abs(xx - (x0 + dx * step * t) % size)
     dist_y, dist_x = np.minimum(dist_y, size - dist_y), np.minimum(dist_x, size - dist_x)
-    video[dist_y**2 + dist_x**2 <= radius**2] = 245.0
+    return dist_y**2 + dist_x**2 <= radius**2
+
+
+def draw_moving_disk(
+    video: np.ndarray, direction: int, speed: float, radius: float, rng: np.random.Generator
+) -> None:
+    """Paint a white disk (:func:`moving_disk_mask`) into ``video`` [T, S, S, 3]."""
+    video[moving_disk_mask(video.shape[0], video.shape[1], direction, speed, radius, rng)] = 245.0
 
 
 def render_video(
@@ -172,7 +183,8 @@ def render_video(
 
 
 def _generate(spec, out_dir: Path, render: Renderer, seed_tail: tuple, quality: int) -> dict:
-    names = class_names(spec.num_classes)
+    # A spec may name its own classes (other tasks built on this generator do).
+    names = spec.class_names() if hasattr(spec, "class_names") else class_names(spec.num_classes)
     (out_dir / "classes.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
     annotations, encoder = {}, None
     for split_id, split in enumerate(SPLITS):
@@ -197,7 +209,9 @@ def _is_complete(root: Path, spec, version: int) -> bool:
         manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    if manifest.get("params") != asdict(spec) or manifest.get("version") != version:
+    # Compared as JSON holds them (a tuple field reads back as a list).
+    params = json.loads(json.dumps(asdict(spec)))
+    if manifest.get("params") != params or manifest.get("version") != version:
         return False
     return all((root / rel).is_file() for rel in manifest.get("files", ()))
 

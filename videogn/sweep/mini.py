@@ -1,21 +1,21 @@
-"""``videogn-sweep mini-table8``: Table 8's question at a size two CPU cores answer in minutes.
+"""The mini Table 8's cells and its report (``docs/mini_table8.md``, the plot, the curves).
 
 The cells mirror the paper's: BN and GN at {short clip, 8 per batch}, {short, 4} and {long
-clip = twice the frames over the same window, 4}, optionally {short, 2}; each is an experiment
-file under ``conf/experiment/mini_table8/``. They run as one hydra multirun (optionally over
-seeds) on the task of :mod:`videogn.sweep.mini_task`, and the report goes to
-``docs/mini_table8.md`` and ``docs/mini_table8.png`` with the command, the machine and the
-wall time. Differences are read against the batch-8 column, as trends: the paper's absolute
-numbers are for Kinetics and do not transfer.
+clip = twice the frames over the same window, 4}, plus {short, 2}; each is an experiment file
+under ``conf/experiment/mini_table8/``. :mod:`videogn.sweep.mini_study` runs them (several
+seeds each); this module reads the run directories and writes every cell as mean ± std over
+seeds with n, the paper's analogue beside it, and the contrasts the paper's claim is about,
+paired by seed, with the pre-registered rule for what counts as a difference
+(docs/EXPERIMENTS.md). The paper's absolute numbers are for Kinetics and do not transfer.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
-import shlex
 import statistics
-import time
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,26 +23,13 @@ import numpy as np
 import torch
 
 from videogn.sweep.cells import TABLE8, Cell, column_label
-from videogn.sweep.launch import Multirun, run_multirun
-from videogn.sweep.mini_task import ensure_mini_task
 from videogn.sweep.report import NORM_NAMES, CellResult, match_runs, write_report
 from videogn.sweep.runs import read_runs
-
-MINI_TASK = {
-    "num_classes": 8,
-    "train_videos_per_class": 48,
-    "val_videos_per_class": 32,
-    "frames_per_video": 24,
-    "frame_size": 48,
-    "event_gap": 6,
-    "event_length": 2,
-}
 
 
 def _mini_cell(cell: Cell) -> Cell:
     """The mini analogue of a Table 8 cell: a quarter of the frames at the same interval
-    (32x2 -> 8x2, 64x1 -> 16x1), the same batch; it keeps the paper's top-1/top-5, which the
-    report uses for trends only."""
+    (32x2 -> 8x2, 64x1 -> 16x1), the same batch; it keeps the paper's top-1/top-5."""
     frames = cell.num_frames // 4
     name = f"{cell.norm}_{frames}x{cell.frame_interval}_bs{cell.batch}"
     return replace(cell, num_frames=frames, experiment=f"mini_table8/{name}")
@@ -53,14 +40,33 @@ MINI_BATCH2 = (
     Cell("bn", 8, 2, 2, "mini_table8/bn_8x2_bs2"),
     Cell("gn", 8, 2, 2, "mini_table8/gn_8x2_bs2"),
 )
+MINI_CELLS = MINI_TABLE8 + MINI_BATCH2
+
+# (name, column of the minuend, column of the subtrahend); columns are (clip, batch).
+CONTRASTS = (
+    ("batch 8 → 4 (short clip)", ("8x2", 4), ("8x2", 8)),
+    ("batch 8 → 2 (short clip)", ("8x2", 2), ("8x2", 8)),
+    ("long − short clip, both at batch 4", ("16x1", 4), ("8x2", 4)),
+    ("long at 4 − short at 8 (what memory allows)", ("16x1", 4), ("8x2", 8)),
+)
+# Two-sided 95% quantiles of Student's t by degrees of freedom (n - 1 seeds).
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306}
+# The pre-registered floor: below this many points a difference does not count (one test
+# video is 0.4 points; seeds of one cell differ by about this much).
+MIN_DIFFERENCE = 2.0
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("VIDEOGN_CACHE") or "~/.cache/videogn").expanduser()
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.1f} (n=1)"
+    return f"{statistics.fmean(values):.1f} ± {statistics.stdev(values):.1f} (n={len(values)})"
 
 
-def direction_and_order(run_dir: Path) -> tuple[float, float] | None:
-    """Video accuracy (%) on the two halves of the label: motion direction and flash order."""
+def task_breakdown(run_dir: Path, annotations: dict) -> dict[str, float] | None:
+    """Video accuracy (%) on the label's halves (direction, steady/flicker) and on the
+    flicker half per kind of video: steady, period-2 flicker (invisible to 8x2), period 4."""
     path = run_dir / "video_scores.npz"
     if not path.is_file():
         return None
@@ -68,53 +74,23 @@ def direction_and_order(run_dir: Path) -> tuple[float, float] | None:
     if not len(data["labels"]):
         return None
     predicted, labels = data["scores"].argmax(1), data["labels"]
-    direction = 100.0 * float(np.mean(predicted // 2 == labels // 2))
-    order = 100.0 * float(np.mean(predicted % 2 == labels % 2))
-    return direction, order
+    flicker_ok = predicted % 2 == labels % 2
+    parts = {
+        "direction": 100.0 * float(np.mean(predicted // 2 == labels // 2)),
+        "flicker": 100.0 * float(np.mean(flicker_ok)),
+    }
+    periods = np.array([_period(str(p), annotations) for p in data["paths"]])
+    for name, period in (("steady", 0), ("period 2", 2), ("period 4", 4)):
+        if np.any(periods == period):
+            parts[name] = 100.0 * float(np.mean(flicker_ok[periods == period]))
+    return parts
 
 
-def _mean(values: list[float]) -> str:
-    if not values:
-        return "—"
-    if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{statistics.fmean(values):.1f} ± {statistics.stdev(values):.1f}"
-
-
-def trend_markdown(results: list[CellResult]) -> str:
-    """Each cell's change against its norm's batch-8 cell, beside the paper's change."""
-    reference = {r.cell.norm: r for r in results if r.cell.batch == 8}
-    lines = [
-        "| norm | cell | Δ top-1 vs 8/batch (mini) | paper's Δ (analogue) "
-        "| direction acc. | order acc. | seeds |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for result in results:
-        cell, ref = result.cell, reference.get(result.cell.norm)
-        parts = [direction_and_order(run.run_dir) for run in result.done]
-        parts = [p for p in parts if p]
-        delta = paper = "—"
-        if ref and ref.done and result.done:
-            base = {run.seed: run.top1 for run in ref.done}
-            paired = [run.top1 - base[run.seed] for run in result.done if run.seed in base]
-            delta = _mean(paired) if cell.batch != 8 else "0 (reference)"
-        if ref and cell.paper_top1 is not None and cell.batch != 8:
-            paper = f"{cell.paper_top1 - ref.cell.paper_top1:+.1f}"
-        lines.append(
-            f"| {NORM_NAMES[cell.norm]} | {column_label(cell.column, 'batch')} | {delta} | {paper} "
-            f"| {_mean([p[0] for p in parts])} | {_mean([p[1] for p in parts])} "
-            f"| {len(result.done)} |"
-        )
-    return "\n".join(lines)
-
-
-# (name, cell column of the minuend, cell column of the subtrahend); columns are (clip, batch).
-CONTRASTS = (
-    ("batch 8 → 4 (short clip)", ("8x2", 4), ("8x2", 8)),
-    ("batch 8 → 2 (short clip)", ("8x2", 2), ("8x2", 8)),
-    ("long − short clip, both at batch 4", ("16x1", 4), ("8x2", 4)),
-    ("long at 4 − short at 8 (what memory allows)", ("16x1", 4), ("8x2", 8)),
-)
+def _period(path: str, annotations: dict) -> int:
+    for rel, annotation in annotations.items():
+        if path.endswith(rel):
+            return int(annotation.get("flicker_period", -1))
+    return -1
 
 
 def paired_delta(results: list[CellResult], norm: str, a, b) -> tuple[list[float], float | None]:
@@ -132,11 +108,26 @@ def paired_delta(results: list[CellResult], norm: str, a, b) -> tuple[list[float
     return deltas, paper
 
 
+def verdict(deltas: list[float]) -> str:
+    """The pre-registered rule: a difference counts when its 95% t-interval over the paired
+    seeds excludes 0 and it is at least MIN_DIFFERENCE points."""
+    if len(deltas) < 2:
+        return "n < 2: no verdict"
+    mean, spread = statistics.fmean(deltas), statistics.stdev(deltas)
+    half = T_975.get(len(deltas) - 1, 2.0) * spread / len(deltas) ** 0.5
+    interval = f"95% CI [{mean - half:+.1f}, {mean + half:+.1f}]"
+    if abs(mean) >= MIN_DIFFERENCE and abs(mean) > half:
+        return f"**{'gain' if mean > 0 else 'loss'}** ({interval})"
+    return f"no difference shown ({interval})"
+
+
 def contrasts_markdown(results: list[CellResult]) -> str:
-    """The comparisons the paper's claim is about, BN beside GN, mini beside paper."""
+    """The comparisons the paper's claim is about: paired by seed, BN beside GN, and the
+    paper's difference between the analogue cells."""
     lines = [
-        "| contrast (video top-1, points) | BN mini | BN paper | GN mini | GN paper |",
-        "|---|---|---|---|---|",
+        "| contrast (video top-1, points) | BN mini (paired by seed) | BN verdict | BN paper "
+        "| GN mini (paired by seed) | GN verdict | GN paper |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, a, b in CONTRASTS:
         row = [name]
@@ -146,103 +137,139 @@ def contrasts_markdown(results: list[CellResult]) -> str:
             if deltas:
                 mini = f"{statistics.fmean(deltas):+.1f}"
                 if len(deltas) > 1:
-                    mini += f" ± {statistics.stdev(deltas):.1f} (n={len(deltas)})"
-            row += [mini, "—" if paper is None else f"{paper:+.1f}"]
+                    mini += f" ± {statistics.stdev(deltas):.1f}"
+                mini += f" (n={len(deltas)})"
+            row += [mini, verdict(deltas), "—" if paper is None else f"{paper:+.1f}"]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
+def gn_minus_bn_markdown(results: list[CellResult]) -> str:
+    """GN − BN in every column, paired by seed (the paper's rows compared cell by cell)."""
+    lines = ["| cell | GN − BN mini (paired) | verdict | paper |", "|---|---|---|---|"]
+    by_key = {r.cell.key: r for r in results}
+    for result in results:
+        if result.cell.norm != "gn":
+            continue
+        bn = by_key.get(("bn", *result.cell.column))
+        if bn is None:
+            continue
+        base = {run.seed: run.top1 for run in bn.done}
+        deltas = [run.top1 - base[run.seed] for run in result.done if run.seed in base]
+        paper = "—"
+        if result.cell.paper_top1 is not None and bn.cell.paper_top1 is not None:
+            paper = f"{result.cell.paper_top1 - bn.cell.paper_top1:+.1f}"
+        mini = _mean_std(deltas).replace(" (", ", ").replace(")", "") if deltas else "—"
+        label = column_label(result.cell.column, "batch")
+        lines.append(f"| {label} | {mini} | {verdict(deltas)} | {paper} |")
+    return "\n".join(lines)
+
+
+def cells_markdown(results: list[CellResult], annotations: dict) -> str:
+    """One row per cell: mean ± std (n), every seed, the label's halves, the paper's cell."""
+    lines = [
+        "| norm | cell | top-1 mean ± std (n) | per seed | direction | steady/flicker "
+        "| flicker on period-2 videos | paper's analogue cell (top-1) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for result in results:
+        cell = result.cell
+        runs = sorted(result.done, key=lambda r: r.seed)
+        parts = [p for p in (task_breakdown(r.run_dir, annotations) for r in runs) if p]
+        seeds = ", ".join(f"{r.top1:.1f} (s{r.seed})" for r in runs) or result.status()
+        halves = [
+            _mean_std([p[key] for p in parts if key in p]).split(" (")[0]
+            for key in ("direction", "flicker", "period 2")
+        ]
+        paper = "— (not in the paper)"
+        if cell.paper_top1 is not None:
+            paper = f"{cell.num_frames * 4}×{cell.frame_interval}, {cell.batch}/GPU: "
+            paper += f"{cell.paper_top1:.1f}"
+        lines.append(
+            f"| {NORM_NAMES[cell.norm]} | {column_label(cell.column, 'batch')} "
+            f"| {_mean_std([r.top1 for r in runs])} | {seeds} | "
+            + " | ".join(halves)
+            + f" | {paper} |"
+        )
+    return "\n".join(lines)
+
+
+def pretrain_markdown(records: dict[str, dict]) -> str:
+    """The 2D stage: what each norm's net reached on held-out crops."""
+    lines = [
+        "| 2D net | val top-1 (%) | classes | val crops | iterations × batch | final train "
+        "loss | train time (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for norm, record in records.items():
+        params = record["params"]
+        lines.append(
+            f"| {NORM_NAMES[norm]} | {record['val_top1']:.1f} | {record['num_classes']} "
+            f"| {record['val_crops']} | {params['iterations']} × {params['batch_size']} "
+            f"| {record['final_train_loss']:.2f} | {record['train_seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def machine_description() -> str:
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    """``lscpu``'s model, CPU and thread lines, plus Python and torch versions."""
+    wanted = ("Model name", "CPU(s)", "Thread(s) per core", "Core(s) per socket", "Flags")
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        found = {}
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in wanted[:-1]:
+                found[key.strip()] = value.strip()
+        cpu = "; ".join(f"{k}: {v}" for k, v in found.items())
+    except (OSError, subprocess.CalledProcessError):
+        cpu = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
     return (
-        f"{model}, {cores} cores, Python {platform.python_version()}, torch {torch.__version__}, "
+        f"{cpu}; Python {platform.python_version()}, torch {torch.__version__}, "
         f"{platform.system()} {platform.release()}"
     )
 
 
 def report_mini(
-    paths: list[str | Path], out_md: str | Path, out_png: str | Path, run_notes: str = ""
+    paths: list[str | Path],
+    out_md: str | Path,
+    out_png: str | Path,
+    run_notes: str = "",
+    *,
+    annotations: dict | None = None,
+    pretrain_records: dict[str, dict] | None = None,
+    title: str = "Mini Table 8",
 ) -> str:
-    """The mini Table 8 from its run directories (batch-2 cells included when present)."""
+    """The mini Table 8 from its run directories."""
     records = read_runs(paths)
-    cells = MINI_TABLE8 + tuple(c for c in MINI_BATCH2 if any(r.key == c.key for r in records))
-    results, unmatched = match_runs(cells, records)
-    preamble = "\n\n".join(
-        part
-        for part in (
-            "The CPU analogue of GN paper Table 8 (see docs/EXPERIMENTS.md for the design). "
-            "Mean over seeds where there are several (± the standard deviation across seeds); "
-            "the paper's numbers are not comparable in absolute terms, only the trends are.",
-            run_notes,
-        )
-        if part
+    results, unmatched = match_runs(MINI_CELLS, records)
+    annotations = annotations or {}
+    preamble = (
+        "The CPU analogue of GN paper Table 8, take 2 (design, pre-registration and analysis "
+        "plan: docs/EXPERIMENTS.md). Each cell: mean ± standard deviation over seeds, with n. "
+        "The paper's numbers are for Kinetics; only the differences are compared."
     )
     text = write_report(
         results,
         unmatched,
         out_md,
         out_png,
-        title="Mini Table 8",
+        title=title,
         unit="batch",
-        preamble=preamble,
+        preamble="\n\n".join(p for p in (preamble, run_notes) if p),
         show_paper=False,
     )
-    trends = (
-        "## The paper's claim, as contrasts\n\n"
-        + contrasts_markdown(results)
-        + "\n\n## Every cell against the batch-8 cell\n\n"
-        + trend_markdown(results)
-    )
-    text = text.replace("## Runs", trends + "\n\n## Runs", 1)
+    sections = ["## Every cell\n\n" + cells_markdown(results, annotations)]
+    sections.append("## The paper's claim, as contrasts\n\n" + contrasts_markdown(results))
+    sections.append("## GN − BN per cell\n\n" + gn_minus_bn_markdown(results))
+    if pretrain_records:
+        sections.append("## 2D pretraining (the ImageNet analogue)\n\n")
+        sections[-1] += pretrain_markdown(pretrain_records)
+    text = text.replace("## Runs", "\n\n".join(sections) + "\n\n## Runs", 1)
     Path(out_md).write_text(text + "\n", encoding="utf-8")
     return text
 
 
-def run_mini_table8(
-    *,
-    out_dir: Path,
-    sweep_dir: Path,
-    seeds: list[int],
-    batch2: bool,
-    overrides: list[str],
-    task_changes: dict | None = None,
-    cache_dir: Path | None,
-    argv: list[str],
-) -> int:
-    """Generate the task, train and test every cell (one multirun), write the report."""
-    start = time.perf_counter()
-    load_before = os.getloadavg()
-    task_params = {**MINI_TASK, **(task_changes or {})}
-    task = ensure_mini_task(cache_dir or default_cache_dir(), **task_params)
-    cells = MINI_TABLE8 + (MINI_BATCH2 if batch2 else ())
-    sweep_dir = Path(sweep_dir).expanduser().resolve()
-    multirun = Multirun(
-        experiments=[c.experiment for c in cells],
-        sweep_dir=sweep_dir,
-        overrides=[f"data.root={task.root}", *overrides],
-        seeds=seeds,
-    )
-    status = run_multirun(multirun)
-    minutes = (time.perf_counter() - start) / 60
-    load_after = os.getloadavg()
-    notes = (
-        f"Command: `{shlex.join(['videogn-sweep', *argv[1:]])}` — {len(cells)} cells × "
-        f"{len(seeds)} seed(s) in **{minutes:.1f} min** wall time (task generation included) "
-        f"on {machine_description()}. Load average (1/5/15 min) before: "
-        f"{' / '.join(f'{x:.2f}' for x in load_before)}, after: "
-        f"{' / '.join(f'{x:.2f}' for x in load_after)}. Runs in `{sweep_dir}`; task videos in "
-        f"`{task.root}`. Task: "
-        + ", ".join(f"{key}={value}" for key, value in task_params.items())
-        + "."
-    )
-    out_dir = Path(out_dir)
-    text = report_mini([sweep_dir], out_dir / "mini_table8.md", out_dir / "mini_table8.png", notes)
-    print(text)
-    return status
+def load_annotations(task_root: Path) -> dict:
+    path = Path(task_root) / "annotations.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
