@@ -2,6 +2,7 @@
 
     python benchmarks/bench_memory.py                      # I3D-R50, 32 and 64 x 224, batch 1-2
     python benchmarks/bench_memory.py --frames 32 --batches 1 --norms gn
+    python benchmarks/bench_memory.py --peak --frames 32 --checkpointing none res2 all
 
 Estimate: videogn.memory (meta tensors, storage lifetimes followed by a dispatch mode).
 Measurement (videogn.memory.measure), on real tensors of the full model:
@@ -115,6 +116,35 @@ def print_estimates(norms, frames_list, crop, dtypes) -> None:
                 )
 
 
+def peak_rows(norms, frames, batches, crop, checkpointings) -> None:
+    """Per-clip peak of a whole training step (forward + loss + backward), estimated (CPU
+    policy, meta tensors) against the CPU allocator's peak, with activation checkpointing."""
+    low, high = min(batches), max(batches)
+    print(f"\n### Step peak per clip (batch {low} -> {high}), I3D-R50 {frames}x{crop} fp32\n")
+    print("| norm | checkpointing | estimated GiB/clip | measured GiB/clip | est / measured |")
+    print("| --- | --- | --- | --- | --- |")
+    for norm in norms:
+        for setting in checkpointings:
+            stages = (
+                () if setting == "none" else setting if setting == "all" else setting.split(",")
+            )
+            kwargs = {"name": "i3d_r50", "norm": norm, "activation_checkpointing": stages}
+            torch.manual_seed(0)
+            model = create_model(**kwargs).train()
+            meta_model = build_meta_model(kwargs)
+            clip_shape = (3, frames, crop, crop)
+            estimated, measured = {}, {}
+            for batch in (low, high):
+                estimated[batch] = simulate_step(
+                    meta_model, batch, clip_shape, autocast_policy="cpu"
+                ).peak_bytes
+                clip = torch.randn(batch, *clip_shape)
+                measured[batch] = measure_cpu_step(model, clip, backward=True).peak_bytes
+            e = (estimated[high] - estimated[low]) / (high - low) / GIB
+            m = (measured[high] - measured[low]) / (high - low) / GIB
+            print(f"| {norm} | {setting} | {e:.4f} | {m:.4f} | {e / m:.4f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--norms", nargs="+", default=["bn", "gn"])
@@ -123,8 +153,19 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=224)
     parser.add_argument("--dtype", default="fp32", help="fp32, or bf16 for real CPU autocast")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--peak",
+        action="store_true",
+        help="only the step's peak per clip, with --checkpointing settings (first --frames)",
+    )
+    parser.add_argument(
+        "--checkpointing", nargs="+", default=["none", "all"], help="none, all or res2,res3"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.peak:
+        peak_rows(args.norms, args.frames[0], args.batches, args.crop, args.checkpointing)
+        return
     print_estimates(args.norms, args.frames, args.crop, ["fp32", "bf16"])
     print(f"\nReal CPU forward passes ({args.threads} thread(s)):")
     rows = measure_rows(args.norms, args.frames, args.batches, args.crop, args.dtype)
