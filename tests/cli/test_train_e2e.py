@@ -351,3 +351,57 @@ def test_videogn_test_on_the_full_frame_of_non_square_videos(demo_cache, tmp_pat
     hits = round(results["video_top1"] * 3 / 100)
     assert results["video_top1_listed"] == pytest.approx(100 * hits / 4)
     assert results["view_sizes"] == {"48x64": 2, "48x85": 1}  # whole frames, not crops
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def node_command(port: int, *args: str) -> list[str]:
+    """One "node" of a two-node torchrun job on localhost: 1 process, c10d rendezvous."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=2",
+        "--nproc_per_node=1",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint=127.0.0.1:{port}",
+        f"--rdzv-id=videogn-test-{port}",
+        "-m",
+        "videogn.cli.train",
+        *args,
+    ]
+
+
+def test_two_nodes_equal_one_node_with_two_processes(demo_cache, tmp_path):
+    """Two torchrun "nodes" of one process each (c10d rendezvous, gloo) share one run
+    directory, only rank 0 writes, and train + test give what one node with two processes
+    gives: the same losses, weights and test results."""
+    extra = ("optim.epochs=1", "trainer.precise_bn.num_batches=1")
+    one_node = tmp_path / "one_node"
+    check_ok(run(command("train", *tiny_overrides(demo_cache, one_node, *extra), nproc=2)))
+    two_nodes = tmp_path / "two_nodes"
+    port = free_port()
+    nodes = [start(node_command(port, *tiny_overrides(demo_cache, two_nodes, *extra)))]
+    nodes.append(start(node_command(port, *tiny_overrides(demo_cache, two_nodes, *extra))))
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    for node, output in zip(nodes, outputs, strict=True):
+        assert node.returncode == 0, output[-6000:]
+
+    # rank 0 alone wrote: one record per step, one checkpoint per save, as on one node
+    assert train_losses(two_nodes) == pytest.approx(train_losses(one_node), rel=1e-6)
+    assert all(len(losses) == 1 for losses in train_losses(two_nodes).values())
+    names = sorted(p.name for p in list_checkpoints(two_nodes))
+    assert names == sorted(p.name for p in list_checkpoints(one_node)) and names
+    first, second = load_checkpoint(one_node), load_checkpoint(two_nodes)
+    assert second["world_size"] == 2 and second["position"] == first["position"]
+    for name, weight in first["model"].items():
+        torch.testing.assert_close(second["model"][name], weight, rtol=1e-6, atol=1e-7)
+    results = [json.loads((d / "results.json").read_text()) for d in (one_node, two_nodes)]
+    for key in ("videos_evaluated", "video_top1", "video_top5", "clip_top1"):
+        assert results[1][key] == results[0][key], key
