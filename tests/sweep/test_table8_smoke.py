@@ -1,6 +1,7 @@
-"""``videogn-sweep table8 --smoke``: the six Table 8 runs through a real hydra multirun at toy
-scale, the report written from their directories, a relaunch that skips finished cells, a
-run gone missing, and the clip-length sweep on one of the trained checkpoints."""
+"""``videogn-sweep table8 --smoke --extended``: the six Table 8 runs and the three beyond the
+paper through a real hydra multirun at toy scale, the report written from their directories,
+a relaunch that skips finished cells, a run gone missing, and the clip-length sweep on one of
+the trained checkpoints."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from videogn.sweep.cells import TABLE8
+from videogn.sweep.cells import TABLE8, TABLE8_EXTENDED
 
 pytestmark = pytest.mark.slow
 
 NAMES = [cell.experiment.split("/")[1] for cell in TABLE8]
+EXTENDED_NAMES = [cell.experiment.split("/")[1] for cell in TABLE8_EXTENDED]
 
 
 def sweep(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -29,13 +31,13 @@ def sweep(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def smoke_dir(tmp_path_factory) -> Path:
     sweep_dir = tmp_path_factory.mktemp("table8_smoke")
-    result = sweep("table8", "--smoke", "--sweep-dir", str(sweep_dir))
+    result = sweep("table8", "--smoke", "--extended", "--sweep-dir", str(sweep_dir))
     assert result.returncode == 0, result.stdout[-6000:]
     return sweep_dir
 
 
-def test_all_six_cells_train_and_test(smoke_dir):
-    for name in NAMES:
+def test_all_nine_cells_train_and_test(smoke_dir):
+    for name in NAMES + EXTENDED_NAMES:
         results = json.loads((smoke_dir / f"table8_{name}" / "results.json").read_text())
         assert results["videos_evaluated"] == results["videos_listed"] == 8
         assert results["num_clips"] == 10
@@ -49,6 +51,13 @@ def test_all_six_cells_train_and_test(smoke_dir):
     assert "![Figure 7](figure7.png)" in table
     assert (smoke_dir / "figure7.png").stat().st_size > 1000
     assert "| GN | 64x1 | 4 | 1 |" in table  # the curves' table: one run of that cell
+    # The cells beyond the paper: their own columns, and the planner's memory in every cell
+    header = next(line for line in table.splitlines() if line.startswith("| norm |"))
+    assert header.count("*beyond the paper*") == 2  # 64x1 at 8 per GPU, 128x1 at 4
+    rows = [
+        line for line in table.split("## Runs")[0].splitlines() if line[:5] in ("| BN ", "| GN ")
+    ]
+    assert sum(line.count("planner: ") for line in rows) == 9
 
 
 def test_relaunch_skips_finished_cells(smoke_dir, tmp_path):
@@ -70,7 +79,7 @@ def test_report_shows_a_missing_run_as_missing(smoke_dir, tmp_path):
         shutil.copytree(run, partial / run.name)
     (partial / "table8_gn_32x2_bs8" / "results.json").unlink()
     out = tmp_path / "t8.md"
-    result = sweep("report", str(partial), "--out", str(out))
+    result = sweep("report", str(partial), "--out", str(out), "--no-memory")
     assert result.returncode == 0, result.stdout
     table = out.read_text().split("## Runs")[0]
     bn_row = next(line for line in table.splitlines() if line.startswith("| BN |"))
