@@ -49,8 +49,9 @@ def parse_activation_checkpointing(
     return tuple(s for s in CHECKPOINT_STAGES if s in value)
 
 
-def _step_flops(model_kwargs: Mapping, clip_shape: tuple[int, ...], stages: Sequence[str]) -> int:
-    model = build_meta_model(dict(model_kwargs) | {"activation_checkpointing": tuple(stages)})
+def _step_flops(model_kwargs: Mapping, clip_shape: tuple[int, ...], stages) -> int:
+    # The model reads "all"/"none" and lists alike.
+    model = build_meta_model(dict(model_kwargs) | {"activation_checkpointing": stages})
     model.train()
     with FlopCounterMode(display=False) as counter:
         # Two clips: BN refuses one when the last stage is 1x1x1 (toy models).
@@ -61,11 +62,12 @@ def _step_flops(model_kwargs: Mapping, clip_shape: tuple[int, ...], stages: Sequ
 
 
 def recompute_overhead(
-    model_kwargs: Mapping, num_frames: int, crop_size: int, stages: Sequence[str]
+    model_kwargs: Mapping, num_frames: int, crop_size: int, stages: Sequence[str] | str
 ) -> float:
-    """Extra FLOPs of a training step (forward + backward) with ``stages`` checkpointed, as a
-    fraction of the plain step's: the recomputed forwards (convolutions and linear layers)."""
-    if not stages:
+    """Extra FLOPs of a training step (forward + backward) with ``stages`` (names, "all" or
+    "none") checkpointed, as a fraction of the plain step's: the recomputed forwards
+    (convolutions and linear layers)."""
+    if not stages or stages == "none":
         return 0.0
     clip_shape = (3, num_frames, crop_size, crop_size)
     plain = _step_flops(model_kwargs, clip_shape, ())
