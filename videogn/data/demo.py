@@ -49,9 +49,10 @@ Renderer = Callable[..., tuple[np.ndarray, dict]]
 
 
 class SyntheticVideoSpec:
-    """Checks and cache key shared by the parameter dataclasses of the synthetic datasets (this
-    demo and :mod:`videogn.sweep.mini_task`): classes of (direction, flash order), two events
-    `event_gap` frames apart, train and val videos per class."""
+    """Checks and cache key shared by the parameter dataclasses of the synthetic datasets
+    (this demo, :mod:`videogn.sweep.mini_task`, :mod:`videogn.sweep.flicker_task`): an even
+    number of classes (a direction each, two kinds per direction), square frames, train and
+    val videos per class. Subclasses add their own checks to `validate`."""
 
     generator_version: ClassVar[int]
 
@@ -62,15 +63,6 @@ class SyntheticVideoSpec:
             )
         if self.frame_size < 16 or self.frame_size % 2:
             raise ValueError(f"frame_size must be even and >= 16, got {self.frame_size}")
-        if self.event_gap < self.event_length or self.event_length < 1:
-            raise ValueError(
-                f"need event_gap ({self.event_gap}) >= event_length ({self.event_length}) >= 1"
-            )
-        if self.frames_per_video < self.event_gap + self.event_length:
-            raise ValueError(
-                f"frames_per_video={self.frames_per_video} cannot hold both events "
-                f"(event_gap + event_length = {self.event_gap + self.event_length})"
-            )
         if min(self.train_videos_per_class, self.val_videos_per_class) < 1:
             raise ValueError("need at least one train and one val video per class")
 
@@ -80,8 +72,25 @@ class SyntheticVideoSpec:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+class FlashEventsSpec(SyntheticVideoSpec):
+    """A synthetic dataset whose class includes the order of two flashes `event_gap` frames
+    apart, each `event_length` frames long (the demo and the mini task)."""
+
+    def validate(self) -> None:
+        super().validate()
+        if self.event_gap < self.event_length or self.event_length < 1:
+            raise ValueError(
+                f"need event_gap ({self.event_gap}) >= event_length ({self.event_length}) >= 1"
+            )
+        if self.frames_per_video < self.event_gap + self.event_length:
+            raise ValueError(
+                f"frames_per_video={self.frames_per_video} cannot hold both events "
+                f"(event_gap + event_length = {self.event_gap + self.event_length})"
+            )
+
+
 @dataclass(frozen=True)
-class DemoParams(SyntheticVideoSpec):
+class DemoParams(FlashEventsSpec):
     """Everything that determines the generated files (hashed into the cache key)."""
 
     generator_version: ClassVar[int] = GENERATOR_VERSION

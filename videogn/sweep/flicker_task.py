@@ -29,24 +29,31 @@ files with ``path label`` lists (the demo's writer), generated once per paramete
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from videogn.data.demo import DIRECTIONS, generate_cached, make_spec, moving_disk_mask
+from videogn.data.demo import (
+    DIRECTIONS,
+    SyntheticVideoSpec,
+    generate_cached,
+    make_spec,
+    moving_disk_mask,
+)
 
 GENERATOR_VERSION = 3
 
 
 @dataclass(frozen=True)
-class FlickerTaskParams:
+class FlickerTaskParams(SyntheticVideoSpec):
     """Everything that determines the generated videos (hashed into the cache key)."""
+
+    generator_version: ClassVar[int] = GENERATOR_VERSION
 
     num_classes: int = 8
     train_videos_per_class: int = 256
@@ -61,20 +68,13 @@ class FlickerTaskParams:
     seed: int = 0
 
     def validate(self) -> None:
-        if self.num_classes % 2 or not 2 <= self.num_classes <= 2 * len(DIRECTIONS):
-            raise ValueError(f"num_classes must be even, 2..16, got {self.num_classes}")
-        if self.frame_size < 16 or self.frame_size % 2:
-            raise ValueError(f"frame_size must be even and >= 16, got {self.frame_size}")
+        super().validate()
         if not self.flicker_periods or any(p < 2 or p % 2 for p in self.flicker_periods):
             raise ValueError(f"flicker_periods must be even and >= 2, got {self.flicker_periods}")
         if self.background_pool < 1:
             raise ValueError(f"background_pool must be >= 1, got {self.background_pool}")
         if not 0.0 < self.disk_contrast <= 0.5:
             raise ValueError(f"disk_contrast must be in (0, 0.5], got {self.disk_contrast}")
-
-    def key(self) -> str:
-        text = json.dumps({"version": GENERATOR_VERSION, **asdict(self)}, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def class_names(self) -> list[str]:
         directions = list(DIRECTIONS)[: self.num_classes // 2]

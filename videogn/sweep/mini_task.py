@@ -25,7 +25,7 @@ import numpy as np
 
 from videogn.data.demo import (
     EVENT_COLOURS,
-    SyntheticVideoSpec,
+    FlashEventsSpec,
     draw_moving_disk,
     generate_cached,
     make_spec,
@@ -36,7 +36,7 @@ DISTRACTOR_TINTS = ((40, 200, 40), (230, 220, 40))
 
 
 @dataclass(frozen=True)
-class MiniTaskParams(SyntheticVideoSpec):
+class MiniTaskParams(FlashEventsSpec):
     """Everything that determines the generated videos (hashed into the cache key)."""
 
     generator_version: ClassVar[int] = GENERATOR_VERSION
