@@ -7,7 +7,8 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from videogn.config import CONFIG_DIR, register_configs
-from videogn.engine.memory_setup import resolve_checkpointing
+from videogn.engine.builders import build_model
+from videogn.engine.memory_setup import apply_activation_checkpointing, resolve_checkpointing
 from videogn.memory.estimate import GIB
 from videogn.models.i3d import CHECKPOINT_STAGES
 
@@ -54,3 +55,15 @@ def test_bad_settings_name_the_key(make_cfg):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="needs data.memory_budget_gb"):
             resolve_checkpointing(make_cfg("trainer.activation_checkpointing=auto"), 4)
+
+
+def test_the_setting_reaches_the_model_and_the_log(make_cfg, caplog):
+    cfg = make_cfg("trainer.activation_checkpointing=[res2]")
+    model = build_model(cfg, pretrained=False)
+    assert model.checkpointed_stages == ()
+    with caplog.at_level("INFO", logger="videogn.engine.memory_setup"):
+        apply_activation_checkpointing(cfg, model, 4)
+    assert model.checkpointed_stages == ("res2",)
+    assert "Activation checkpointing (given): res2." in caplog.text
+    with pytest.raises(ValueError, match="Linear has no activation checkpointing"):
+        apply_activation_checkpointing(cfg, torch.nn.Linear(2, 2), 4)

@@ -8,10 +8,12 @@ neither the model nor the memory planner sees a config.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
 from omegaconf import DictConfig
+from torch import nn
 
 from videogn.config import enum_value
 from videogn.engine.builders import model_kwargs
@@ -25,6 +27,7 @@ from videogn.memory.estimate import GIB, MemoryEstimate, estimate_memory
 from videogn.memory.plan import cuda_budget_bytes
 
 KEY = "trainer.activation_checkpointing"
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -107,3 +110,19 @@ def resolve_checkpointing(cfg: DictConfig, batch_size: int, *, estimate: bool = 
     if estimated is not None:
         extra = recompute_overhead(kwargs, planner["num_frames"], planner["crop_size"], stages)
     return RunMemory(stages, policy, estimated, batch_size, extra)
+
+
+def apply_activation_checkpointing(cfg: DictConfig, model: nn.Module, batch_size: int) -> RunMemory:
+    """Resolve ``trainer.activation_checkpointing`` for ``batch_size`` clips per process, set it
+    on ``model`` (bare or DDP-wrapped) and log what was chosen."""
+    memory = resolve_checkpointing(cfg, batch_size)
+    bare = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    if not hasattr(bare, "set_activation_checkpointing"):
+        if memory.stages:
+            raise ValueError(
+                f"{KEY}: {type(bare).__name__} has no activation checkpointing; use 'none'"
+            )
+        return memory
+    bare.set_activation_checkpointing(memory.stages)
+    logger.info(memory.describe())
+    return memory
