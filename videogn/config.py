@@ -183,6 +183,11 @@ class TrainerConfig:
     # stages ([res2, res3]; stem, res2..res5), or "auto": the fewest stages, largest estimated
     # saving first, with which data.batch_size clips fit data.memory_budget_gb.
     activation_checkpointing: Any = "none"
+    # cuDNN autotuning per input shape (fast for fixed-size clips; off when deterministic).
+    cudnn_benchmark: bool = True
+    # TF32 float32 convolutions/matmuls on Ampere+ GPUs: faster, but not the fp32 arithmetic
+    # the paper's numbers come from; off by default (see videogn/engine/numerics.py).
+    tf32: bool = False
 
 
 @dataclass

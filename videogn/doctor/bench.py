@@ -40,7 +40,7 @@ class BenchSize:
     timed_steps: int
 
 
-FULL = BenchSize({}, 32, 1, 224, warmup_steps=3, timed_steps=8)
+FULL = BenchSize({}, 32, 1, 224, warmup_steps=2, timed_steps=5)
 QUICK = BenchSize(dict(base_width=8, stage_depths=(1, 1, 1, 1)), 4, 4, 64, 2, 5)
 
 

@@ -92,7 +92,8 @@ def torch_report() -> dict:
     cudnn = torch.backends.cudnn
     nccl = None
     if torch.cuda.is_available() and torch.distributed.is_nccl_available():
-        nccl = ".".join(str(v) for v in torch.cuda.nccl.version())
+        version = torch.cuda.nccl.version()  # a tuple, or one int in some builds
+        nccl = ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
     return {
         "torch": torch.__version__,
         "cuda_build": torch.version.cuda,

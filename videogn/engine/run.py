@@ -22,6 +22,7 @@ from videogn.engine.checkpoint import (
     resolve_checkpoint,
 )
 from videogn.engine.evaluate import evaluate_shard, gather_results, summarize, write_results
+from videogn.engine.numerics import configure_numerics
 from videogn.engine.trainer import Trainer, model_input
 
 logger = logging.getLogger(__name__)
@@ -33,15 +34,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def set_determinism(deterministic: bool) -> None:
-    """Deterministic kernels (exact resume comparisons) or the fastest ones."""
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = not deterministic
-    torch.backends.cudnn.deterministic = deterministic
 
 
 def set_cpu_threads(num_threads: int | None, num_workers: int, device: torch.device) -> None:
@@ -102,7 +94,11 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     run_dir = Path(distributed.broadcast_object(str(run_dir)))  # rank 0's dir for every rank
     if dist.is_main:
         OmegaConf.save(cfg, run_dir / RESOLVED_CONFIG, resolve=True)
-    set_determinism(cfg.deterministic)
+    configure_numerics(
+        deterministic=cfg.deterministic,
+        cudnn_benchmark=cfg.trainer.cudnn_benchmark,
+        tf32=cfg.trainer.tf32,
+    )
     set_cpu_threads(cfg.trainer.num_threads, cfg.data.num_workers, dist.device)
     source = builders.resolve_data_source(cfg.data, dist)
     train_records = builders.read_records(source.train_list, source.train_root, source.num_classes)
