@@ -87,3 +87,13 @@ def test_gn_over_bn_pairs_rows_of_the_same_configuration():
     ]
     bench.add_gn_over_bn(rows)
     assert rows[0].gn_over_bn is None and rows[1].gn_over_bn == pytest.approx(1.5)
+
+
+def test_loader_throughput_says_how_many_workers_the_step_needs(tmp_path):
+    records = loading.generate_videos(tmp_path, 2, frames=24, short_side=64)
+    result = loading.loader_throughput(records, [1], demand_clips_per_s=1000.0)
+    (row,) = result["rows"]
+    assert row["workers"] == 1 and row["clips_per_s"] > 0 and "failures" not in row
+    # no single worker decodes 1000 clips/s: the answer is the demand over one worker's rate
+    assert result["workers_needed"] == pytest.approx(1000.0 / row["per_worker"], abs=1)
+    assert result["enough_at"] is None
