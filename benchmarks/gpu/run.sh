@@ -30,7 +30,7 @@ if [ "$MODE" = cuda ]; then
            data.scale_range=[256,320] data.crop_size=224 data.demo.params.frame_size=256
            data.demo.params.frames_per_video=72 data.demo.params.train_videos_per_class=4
            data.demo.params.val_videos_per_class=1 optim.epochs=25 trainer.amp=bf16
-           trainer.channels_last_3d=true)
+           trainer.channels_last_3d=true model.dropout=0.0)
 else
     DEVICE=cpu; BENCH=(--quick); LIMITS=(120 600 600 300); ITERATIONS=20
     TRAIN=(data.num_classes=4 data.batch_size=4 data.num_workers=1 sampler=8x2
@@ -54,7 +54,7 @@ step() {  # step NAME LIMIT_S COMMAND...: run under a time limit, record the out
 echo "| step | exit | seconds |" > "$OUT/steps.md"; echo "|---|---|---|" >> "$OUT/steps.md"
 
 step doctor "${LIMITS[0]}" "$PYTHON" -m videogn.cli.doctor
-step bench "${LIMITS[1]}" "$PYTHON" -m videogn.cli.doctor --bench --device "$DEVICE" "${BENCH[@]}" \
+step bench "${LIMITS[1]}" "$PYTHON" -m videogn.cli.doctor --bench --device "$DEVICE" ${BENCH[@]+"${BENCH[@]}"} \
     --json "$OUT/bench.json" --markdown "$OUT/bench.md" --videos-dir "$WORK/videos"
 TRAIN_DIR="$WORK/train_${MODE}_$(date +%s)"  # fresh: a rerun must not resume
 step train "${LIMITS[2]}" "$PYTHON" -m videogn.cli.train "${TRAIN[@]}" device="$DEVICE" \
