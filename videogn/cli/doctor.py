@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_bench(args, device: torch.device, out: dict) -> None:
     size = bench.QUICK if args.quick else bench.FULL
+    if device.type == "cpu" and args.quick:
+        # Two threads fighting other processes for two cores stall for seconds at a time: one
+        # thread gives step times that mean something on a small shared machine.
+        torch.set_num_threads(1)
     out["bench"] = {"device": str(device), "size": "quick" if args.quick else "full"}
     print(f"\nTrain steps on {device} ({out['bench']['size']}):", flush=True)
     start = time.perf_counter()
