@@ -14,7 +14,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
 from videogn.config import CONFIG_DIR, check_override_keys, register_configs
-from videogn.engine.builders import build_model, build_schedule
+from videogn.engine.builders import build_run_spec
 
 CONF = Path(CONFIG_DIR)
 GROUPS = ("model", "norm", "data", "sampler", "optim")
@@ -46,10 +46,11 @@ def resolve_and_build(cfg) -> None:
     if OmegaConf.is_missing(cfg.data, "root"):
         cfg.data.root = "/data/videos"  # a mandatory value the user gives on the command line
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    spec = build_run_spec(cfg)  # every group through its builder
     with torch.device("meta"):
-        model = build_model(cfg, pretrained=False)
+        model = spec.model.create(pretrained=False)
     assert model.head.fc.out_features == cfg.data.num_classes
-    schedule = build_schedule(cfg, iterations_per_epoch=100)
+    schedule = spec.optim.schedule(iterations_per_epoch=100)
     assert schedule.total_iterations >= 1
 
 
@@ -193,3 +194,16 @@ def test_cli_typo_exits_before_training():
     )
     assert result.returncode == 2
     assert "Did you mean 'trainer.log_period'" in result.stderr
+
+
+def test_a_moved_key_fails_naming_its_new_name():
+    for override in ("optim.weight_decay_norm=true", "+optim.weight_decay_norm=true"):
+        with pytest.raises(KeyError) as e:
+            check_override_keys([override])
+        message = e.value.args[0]
+        assert "'optim.weight_decay_norm' has moved: use 'optim.norm_weight_decay'" in message
+    result = subprocess.run(
+        [sys.executable, "-m", "videogn.cli.train", "optim.weight_decay_norm=true"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2 and "use 'optim.norm_weight_decay'" in result.stderr

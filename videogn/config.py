@@ -238,6 +238,13 @@ def enum_value(value: Any) -> Any:
     return value.value if isinstance(value, enum.Enum) else value
 
 
+# Keys that moved: old dotted name -> new one. A command line that still uses an old name is
+# rejected before composing, with the new name (see check_override_keys).
+MOVED_KEYS: dict[str, str] = {
+    "optim.weight_decay_norm": "optim.norm_weight_decay",  # a bool became the decay itself
+}
+
+
 def check_override_keys(overrides: list[str], schema: type = TrainConfig) -> None:
     """Reject ``key=value`` overrides whose key is not in ``schema``, listing the valid keys.
 
@@ -252,6 +259,8 @@ def check_override_keys(overrides: list[str], schema: type = TrainConfig) -> Non
         key = override.split("=", 1)[0].strip().lstrip("+")
         if "=" not in override or key.startswith(("~", "hydra")) or "." not in key:
             continue
+        if key in MOVED_KEYS:
+            raise KeyError(f"config key '{key}' has moved: use '{MOVED_KEYS[key]}'")
         node: Any = schema
         path: list[str] = []
         for part in key.split("."):

@@ -1,4 +1,5 @@
-"""Config -> objects: the norm options passed on, the lr and schedule, the auto batch."""
+"""Config -> objects: each group's builder, the norm options passed on, the lr and schedule,
+the auto batch, one sampler builder for train and test."""
 
 from __future__ import annotations
 
@@ -7,13 +8,9 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from videogn.config import CONFIG_DIR, register_configs
-from videogn.engine.builders import (
-    build_model,
-    build_optimizer,
-    build_schedule,
-    norm_kwargs,
-    resolve_batch,
-)
+from videogn.engine.builders import build_run_spec
+from videogn.engine.builders.assemble import resolve_batch
+from videogn.engine.builders.model import build_model_spec, norm_kwargs
 from videogn.engine.distributed import DistInfo
 
 register_configs()
@@ -28,8 +25,16 @@ def make_cfg():
 def test_gn_options_reach_the_model(make_cfg):
     cfg = make_cfg("norm=gn", "norm.num_groups=4")
     assert norm_kwargs(cfg.norm) == {"num_groups": 4, "eps": 1e-5}
-    model = build_model(cfg, pretrained=False)
+    model = build_model_spec(cfg.model, cfg.norm).create(pretrained=False)
     assert model.res2[0].norm_a.num_groups == 4
+
+
+def test_gn_defaults_to_32_groups_in_the_norm_factory(make_cfg):
+    cfg = make_cfg("norm=gn", "norm.num_groups=null", "model=i3d_r50")
+    assert "num_groups" not in norm_kwargs(cfg.norm)
+    with torch.device("meta"):
+        model = build_model_spec(cfg.model, cfg.norm).create(pretrained=False)
+    assert model.res2[0].norm_a.num_groups == 32
 
 
 def test_options_of_other_norms_are_not_passed(make_cfg):
@@ -38,30 +43,66 @@ def test_options_of_other_norms_are_not_passed(make_cfg):
 
 
 def test_lr_follows_the_total_batch(make_cfg):
-    cfg = make_cfg("experiment=kinetics400_i3d_bn", "data.root=/k")
+    spec = build_run_spec(make_cfg("experiment=kinetics400_i3d_bn", "data.root=/k"))
     with torch.device("meta"):
-        model = build_model(cfg, pretrained=False)
-    assert build_optimizer(cfg, model, total_batch=64).param_groups[0]["lr"] == pytest.approx(0.01)
-    assert build_optimizer(cfg, model, total_batch=32).param_groups[0]["lr"] == pytest.approx(0.005)
+        model = spec.model.create(pretrained=False)
+    assert spec.optim.optimizer(model, total_batch=64).param_groups[0]["lr"] == pytest.approx(0.01)
+    assert spec.optim.optimizer(model, total_batch=32).param_groups[0]["lr"] == pytest.approx(0.005)
 
 
 def test_schedule_in_epochs(make_cfg):
-    cfg = make_cfg("optim.epochs=2.5", "optim.warmup_epochs=0.5")
-    schedule = build_schedule(cfg, iterations_per_epoch=10)
+    spec = build_run_spec(make_cfg("optim.epochs=2.5", "optim.warmup_epochs=0.5"))
+    schedule = spec.optim.schedule(iterations_per_epoch=10)
     assert schedule.total_iterations == 25 and schedule.warmup_iterations == 5
     assert schedule.step_iterations == [10, 19]  # 0.375 and 0.75 of 25, rounded up
 
 
 def test_fixed_batch_and_accumulation(make_cfg):
-    cfg = make_cfg("data.batch_size=3", "trainer.accumulation_steps=2")
-    assert resolve_batch(cfg, DistInfo()) == (3, 2)
+    spec = build_run_spec(make_cfg("data.batch_size=3", "trainer.accumulation_steps=2"))
+    assert resolve_batch(spec, DistInfo()) == (3, 2)
     with pytest.raises(ValueError, match="positive integer or 'auto'"):
-        resolve_batch(make_cfg("data.batch_size=0"), DistInfo())
+        resolve_batch(build_run_spec(make_cfg("data.batch_size=0")), DistInfo())
+    with pytest.raises(ValueError, match="trainer.accumulation_steps must be >= 1"):
+        build_run_spec(make_cfg("trainer.accumulation_steps=0"))
 
 
 def test_auto_batch_asks_the_memory_planner(make_cfg):
-    cfg = make_cfg(
-        "norm=gn", "data.batch_size=auto", "data.memory_budget_gb=2", "data.target_total_batch=16"
-    )
-    per_device, accumulation = resolve_batch(cfg, DistInfo(world_size=2))
-    assert per_device >= 1 and per_device * accumulation * 2 == 16
+    """The planner's batch grows with the budget (a constant batch would fail) and always
+    accumulates to the target total."""
+    planned = {}
+    for budget in (1.2, 1.5):  # GiB; the planner reserves 1 GiB of workspace
+        spec = build_run_spec(make_cfg(
+            "norm=gn", "data.batch_size=auto", f"data.memory_budget_gb={budget}",
+            "data.target_total_batch=64", "sampler=32x2", "data.crop_size=112",
+            "data.scale_range=[128,160]",
+        ))  # fmt: skip
+        per_device, accumulation = resolve_batch(spec, DistInfo(world_size=2))
+        assert per_device * accumulation * 2 == 64
+        planned[budget] = per_device
+    assert 1 <= planned[1.2] < planned[1.5]
+
+
+@pytest.mark.parametrize("policy", ["loop", "repeat_last"])
+def test_train_and_test_samplers_share_clip_and_short_video_policy(make_cfg, policy):
+    spec = build_run_spec(make_cfg("sampler=8x4", f"sampler.short_video={policy}",
+                                   "test.num_clips=3"))  # fmt: skip
+    train, test = spec.samplers.train, spec.samplers.test
+    assert (train.num_frames, train.frame_interval) == (test.num_frames, test.frame_interval)
+    assert test.num_clips == 3 and spec.samplers.clip == "8x4"
+    # A 10-frame video is shorter than the 29-frame window: the policy decides the indices.
+    (indices, *_) = test(10)
+    expected = [0, 4, 8, 2, 6, 0, 4, 8] if policy == "loop" else [0, 4, 8, 9, 9, 9, 9, 9]
+    assert indices.tolist() == expected
+    assert train(10, rng=None).tolist() == expected  # no slack: the start is frame 0
+
+
+def test_specs_hold_no_config(make_cfg):
+    """Config becomes objects in the builders: nothing built holds an OmegaConf node."""
+    from omegaconf import DictConfig, ListConfig
+
+    spec = build_run_spec(make_cfg())
+    for name in ("model", "data", "samplers", "optim", "trainer", "test"):
+        part = getattr(spec, name)
+        values = list(vars(part).values()) if hasattr(part, "__dict__") else []
+        values += [getattr(part, f) for f in getattr(part, "__dataclass_fields__", {})]
+        assert not any(isinstance(v, (DictConfig, ListConfig)) for v in values), name

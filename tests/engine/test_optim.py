@@ -67,14 +67,14 @@ def test_kinetics_recipe_decays_like_the_nonlocal_code():
     from hydra import compose, initialize_config_dir
 
     from videogn.config import CONFIG_DIR, register_configs
-    from videogn.engine.builders import build_optimizer
+    from videogn.engine.builders.optim import build_optim
 
     register_configs()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         for experiment in ("kinetics400_i3d_bn", "table8/gn_32x2_bs4"):
             cfg = compose("train", [f"experiment={experiment}", "data.root=/k400"])
             model = tiny_model(cfg.norm.name.name)
-            decay = decay_of(model, build_optimizer(cfg, model, 64).param_groups)
+            decay = decay_of(model, build_optim(cfg.optim).optimizer(model, 64).param_groups)
             assert decay["head.fc.bias"] == decay["head.fc.weight"] == 1e-4, experiment
             assert decay["res2.0.norm_a.weight"] == decay["res2.0.norm_a.bias"] == 0.0
 

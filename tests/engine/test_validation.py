@@ -11,8 +11,9 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.utils.data import Dataset
 
-from videogn.engine.builders import train_loader_factory
+from videogn.engine.builders.assemble import train_loader_factory
 from videogn.engine.distributed import DistInfo, shard_indices
+from videogn.engine.hooks import MetricsLogger
 from videogn.engine.metrics import read_metrics
 from videogn.engine.optim import StepWarmupSchedule, build_scheduler, build_sgd
 from videogn.engine.trainer import Trainer, TrainOptions
@@ -50,27 +51,19 @@ def make_trainer(run_dir, validation: ValidationHook | None) -> Trainer:
         ColourClips(16), batch_size=4, num_workers=0, dist=DistInfo()
     )
     optimizer = build_sgd(model, 0.1)
-    trainer = Trainer(
-        model,
-        optimizer,
-        build_scheduler(optimizer, StepWarmupSchedule(2 * batches)),
-        torch.amp.GradScaler("cpu", enabled=False),
-        make_loader,
-        lambda epoch, seed: iter(()),
-        DistInfo(),
-        run_dir,
-        {},
-        TrainOptions(
-            total_iterations=2 * batches,
-            iterations_per_epoch=batches,
-            clips_per_iteration=4,
-            log_period=2,
-            progress_bar=False,
+    return Trainer(
+        model=model,
+        optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, StepWarmupSchedule(2 * batches)),
+        scaler=torch.amp.GradScaler("cpu", enabled=False),
+        train_batches=make_loader,
+        dist=DistInfo(),
+        run_dir=run_dir,
+        options=TrainOptions(
+            total_iterations=2 * batches, iterations_per_epoch=batches, clips_per_iteration=4
         ),
+        hooks=[MetricsLogger(period=2, progress_bar=False), *([validation] if validation else [])],
     )
-    if validation is not None:
-        trainer.register_hooks([validation])
-    return trainer
 
 
 def test_rows_at_every_period_and_at_the_end_without_changing_training(tmp_path):

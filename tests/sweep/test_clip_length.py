@@ -19,6 +19,7 @@ from videogn.sweep.clip_length import clip_length_sweep, parse_clip, plan_views,
 
 CLIPS = [(8, 3), (8, 2), (16, 1), (32, 1)]  # 32x1 needs 32 frames: the videos have 24
 NUM_CLIPS = [1, 3, 5]
+SAMPLERS = {(c, k): TestClipSampler(*c, num_clips=k) for c in CLIPS for k in NUM_CLIPS}
 
 
 class CountingOpener:
@@ -56,7 +57,7 @@ def test_each_video_is_decoded_once_for_the_whole_sweep(setup):
     records, model, transform = setup
     opener = CountingOpener()
     results, failures = clip_length_sweep(
-        model, records, clips=CLIPS, num_clips=NUM_CLIPS, transform=transform,
+        model, records, samplers=SAMPLERS, transform=transform,
         device=torch.device("cpu"), open_video_fn=opener, progress=False,
     )  # fmt: skip
     assert failures == []
@@ -71,7 +72,7 @@ def test_each_video_is_decoded_once_for_the_whole_sweep(setup):
 def test_scores_equal_the_engine_test_at_that_setting(setup, clip, k):
     records, model, transform = setup
     results, _ = clip_length_sweep(
-        model, records, clips=CLIPS, num_clips=NUM_CLIPS, transform=transform,
+        model, records, samplers=SAMPLERS, transform=transform,
         device=torch.device("cpu"), progress=False,
     )  # fmt: skip
     dataset = VideoTestDataset(records, sampler=TestClipSampler(*clip, num_clips=k),
@@ -84,7 +85,9 @@ def test_scores_equal_the_engine_test_at_that_setting(setup, clip, k):
 
 
 def test_windows_longer_than_the_video_are_left_out():
-    plan = plan_views(24, 25.0, [(8, 2), (16, 2), (24, 1), (25, 1)], [1, 10])
+    samplers = {(c, k): TestClipSampler(*c, num_clips=k)
+                for c in [(8, 2), (16, 2), (24, 1), (25, 1)] for k in [1, 10]}  # fmt: skip
+    plan = plan_views(24, 25.0, samplers)
     assert set(plan) == {((8, 2), 1), ((8, 2), 10), ((24, 1), 1), ((24, 1), 10)}
     assert len(plan[((8, 2), 10)]) == 10
 

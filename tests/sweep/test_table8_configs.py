@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from videogn.config import CONFIG_DIR, register_configs
-from videogn.engine.builders import build_optimizer
+from videogn.engine.builders.optim import build_optim
 from videogn.models.factory import create_model
 from videogn.sweep.cells import TABLE8, TABLE8_EXTENDED
 from videogn.sweep.mini import MINI_CELLS
@@ -40,7 +40,7 @@ def test_each_cell_holds_the_paper_setting(make_cfg, monkeypatch, cell):
     assert cfg.name == "table8_" + cell.experiment.split("/")[1]
     # 8 GPUs: lr 0.01 at 8 clips per GPU (64 in all), 0.005 at 4 (linear scaling)
     model = create_model("i3d_r50", norm="none", base_width=8, stage_depths=(1, 1, 1, 1))
-    lr = build_optimizer(cfg, model, total_batch=cell.batch * 8).param_groups[0]["lr"]
+    lr = build_optim(cfg.optim).optimizer(model, cell.batch * 8).param_groups[0]["lr"]
     assert lr == pytest.approx(0.01 * cell.batch / 8)
     # Figure 7's monitor after every 2 epochs of ~240k videos in every cell, whatever its batch
     assert cfg.trainer.val_period * cell.batch * 8 == 2 * 240_000 and cfg.trainer.val_videos is None

@@ -37,6 +37,22 @@ AGGREGATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
+@dataclass(frozen=True)
+class TestOptions:
+    """The multi-view test protocol: K clips x S crops per video, softmax scores aggregated."""
+
+    __test__ = False  # not a pytest test class despite the name
+
+    num_clips: int = 10
+    num_crops: int = 1
+    short_side: int = 256
+    crop_size: int = 256
+    aggregate: str = "mean"  # a key of AGGREGATIONS
+    views_per_batch: int = 10
+    num_workers: int = 2
+    max_videos: int | None = None  # only the first N listed videos (smoke runs)
+
+
 @dataclass
 class VideoResult:
     """One video's outcome: aggregated scores and per-view hit counts, or the failure reason."""

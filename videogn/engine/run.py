@@ -1,11 +1,13 @@
-"""What ``videogn-train`` and ``videogn-test`` do, given a composed config and a run directory."""
+"""What ``videogn-train``, ``videogn-test`` (and the sweeps, predict) do, given a composed
+config: turn it into objects (:mod:`videogn.engine.builders`), wire them, run them."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import random
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +15,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from videogn.config import TrainConfig, enum_value
-from videogn.engine import builders, distributed
+from videogn.config import TrainConfig
+from videogn.engine import distributed
+from videogn.engine.builders import RunSpec, build_run_spec
+from videogn.engine.builders.assemble import build_trainer
+from videogn.engine.builders.data import DataSource
+from videogn.engine.builders.model import place_model
 from videogn.engine.checkpoint import (
     check_model_state,
     find_resume_checkpoint,
@@ -23,7 +29,7 @@ from videogn.engine.checkpoint import (
 )
 from videogn.engine.evaluate import evaluate_shard, gather_results, summarize, write_results
 from videogn.engine.numerics import configure_numerics
-from videogn.engine.trainer import Trainer, model_input
+from videogn.engine.trainer import Trainer, autocast, model_input
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +72,9 @@ def warn_config_changes(recorded: dict, current: dict) -> None:
             )
 
 
-def resume(trainer: Trainer, cfg: DictConfig, run_dir: Path) -> Path | None:
+def resume(trainer: Trainer, resume: str, run_dir: Path) -> Path | None:
     """Load the checkpoint that ``trainer.resume`` designates, if any; return its path."""
-    found = find_resume_checkpoint(cfg.trainer.resume, run_dir)  # verified, newest valid
+    found = find_resume_checkpoint(resume, run_dir)  # verified, newest valid
     if found is None:
         return None
     path, state = found
@@ -88,28 +94,28 @@ def resume(trainer: Trainer, cfg: DictConfig, run_dir: Path) -> Path | None:
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Train (resuming if there is a checkpoint), then test. Returns a summary dict."""
-    dist = distributed.init_distributed(cfg.device)
+    spec = build_run_spec(cfg)
+    dist = distributed.init_distributed(spec.device)
     if not dist.is_main:
         logging.getLogger().setLevel(logging.WARNING)  # one copy of the log: rank 0's
     run_dir = Path(distributed.broadcast_object(str(run_dir)))  # rank 0's dir for every rank
     if dist.is_main:
         OmegaConf.save(cfg, run_dir / RESOLVED_CONFIG, resolve=True)
     configure_numerics(
-        deterministic=cfg.deterministic,
-        cudnn_benchmark=cfg.trainer.cudnn_benchmark,
-        tf32=cfg.trainer.tf32,
+        deterministic=spec.deterministic,
+        cudnn_benchmark=spec.trainer.cudnn_benchmark,
+        tf32=spec.trainer.tf32,
     )
-    set_cpu_threads(cfg.trainer.num_threads, cfg.data.num_workers, dist.device)
-    source = builders.resolve_data_source(cfg.data, dist)
-    train_records = builders.read_records(source.train_list, source.train_root, source.num_classes)
-    train_dataset = builders.build_train_dataset(cfg, train_records)
-    seed_everything(cfg.seed)  # same initial weights on every rank (DDP also broadcasts them)
-    model = builders.place_model(builders.build_model(cfg), cfg, dist)
-    seed_everything(cfg.seed + dist.rank)  # ranks draw different dropout masks
-    trainer = builders.build_trainer(cfg, dist, run_dir, train_dataset, model)
-    if cfg.trainer.val_period != 0:  # negative: the hook names the bad value
-        trainer.register_hooks([builders.build_validation_hook(cfg, dist, source)])
-    resumed_from = resume(trainer, cfg, run_dir)
+    set_cpu_threads(spec.trainer.num_threads, spec.data.num_workers, dist.device)
+    spec.data.resolve(dist)
+    train_dataset = spec.data.train_dataset(
+        spec.data.train_records(), spec.samplers.train, seed=spec.seed
+    )
+    seed_everything(spec.seed)  # same initial weights on every rank (DDP also broadcasts them)
+    model = place_model(spec.model.create(), dist, channels_last_3d=spec.trainer.channels_last_3d)
+    seed_everything(spec.seed + dist.rank)  # ranks draw different dropout masks
+    trainer = build_trainer(spec, dist, run_dir, train_dataset, model)
+    resumed_from = resume(trainer, spec.trainer.resume, run_dir)
     status = trainer.fit()
     checkpoint = trainer.last_checkpoint or resumed_from
     summary = {
@@ -120,10 +126,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         "world_size": dist.world_size,
         "rank": dist.rank,
     }
-    if status == "finished" and cfg.trainer.test_at_end:
-        test = test_model(
-            cfg, model, dist, run_dir, source, extra={"checkpoint": summary["checkpoint"]}
-        )
+    if status == "finished" and spec.trainer.test_at_end:
+        test = test_model(spec, model, dist, run_dir, extra={"checkpoint": summary["checkpoint"]})
         if test is not None and "video_top1" in test:
             numbers = ("video_top1", "video_top5", "clip_top1", "clip_top5", "mean_class_accuracy")
             trainer.metrics.write(
@@ -134,57 +138,52 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     return summary
 
 
-def forward_context(amp: str, device: torch.device):
-    dtype = builders.AMP_DTYPES[amp]
-    if dtype is None:
-        return contextlib.nullcontext
-    return lambda: torch.autocast(device.type, dtype=dtype)
-
-
 def test_model(
-    cfg: DictConfig,
+    spec: RunSpec,
     model: nn.Module,
     dist: distributed.DistInfo,
     out_dir: str | Path,
-    source: builders.DataSource | None = None,
     extra: dict | None = None,
 ) -> dict | None:
-    """Multi-view test of ``model`` on the validation list; rank 0 writes and returns results."""
-    source = source or builders.resolve_data_source(cfg.data, dist)
-    records = builders.read_records(source.val_list, source.val_root, source.num_classes)
-    records = records[: cfg.test.max_videos]  # max_videos None: all of them
-    t = cfg.test
-    input_normalization = builders.normalization(cfg.data.normalization)
-
-    def prepare(views: torch.Tensor) -> torch.Tensor:
-        return model_input(views, input_normalization, cfg.trainer.channels_last_3d)
-
+    """The run's multi-view test of ``model`` on the validation list; rank 0 writes and
+    returns the results."""
+    source = spec.data.resolve(dist)
+    records = spec.data.val_records(spec.test.max_videos)
+    t = spec.test
     logger.info(
-        "testing %d videos: %d clips x %d crops of %dx%d frames, %s of softmax scores",
-        len(records), t.num_clips, t.num_crops, cfg.sampler.num_frames,
-        cfg.sampler.frame_interval, enum_value(t.aggregate),
+        "testing %d videos: %d clips x %d crops of %s frames, %s of softmax scores",
+        len(records), t.num_clips, t.num_crops, spec.samplers.clip, t.aggregate,
     )  # fmt: skip
     results = evaluate_shard(
         model,
-        builders.build_test_dataset(cfg, records),
+        spec.data.test_dataset(records, spec.samplers.test, spec.test_transform()),
         distributed.shard_indices(len(records), dist.rank, dist.world_size),
         device=dist.device,
-        aggregate=enum_value(t.aggregate),
+        aggregate=t.aggregate,
         views_per_batch=t.views_per_batch,
         num_workers=t.num_workers,
-        forward_context=forward_context(enum_value(cfg.trainer.amp), dist.device),
-        prepare=prepare,
+        forward_context=partial(autocast, dist.device, spec.trainer.amp_dtype),
+        prepare=input_preparation(spec),
         progress=dist.is_main,
     )
     results = gather_results(results)
     if not dist.is_main:
         return None
-    return report_test(cfg, source, records, results, out_dir, extra or {})
+    return report_test(spec, source, records, results, out_dir, extra or {})
+
+
+def input_preparation(spec: RunSpec):
+    """Clips on the device -> the model's input, as the run trained (normalization, layout)."""
+    return partial(
+        model_input,
+        normalization=spec.data.normalization,
+        channels_last_3d=spec.trainer.channels_last_3d,
+    )
 
 
 def report_test(
-    cfg: DictConfig,
-    source: builders.DataSource,
+    spec: RunSpec,
+    source: DataSource,
     records: list,
     results: list,
     out_dir: str | Path,
@@ -197,12 +196,12 @@ def report_test(
     summary.update(
         num_classes=n,
         chance_top1=100.0 / n,
-        num_clips=cfg.test.num_clips,
-        num_crops=cfg.test.num_crops,
-        aggregate=enum_value(cfg.test.aggregate),
+        num_clips=spec.test.num_clips,
+        num_crops=spec.test.num_crops,
+        aggregate=spec.test.aggregate,
         val_list=source.val_list,
-        clip=f"{cfg.sampler.num_frames}x{cfg.sampler.frame_interval}",
-        norm=enum_value(cfg.norm.name),
+        clip=spec.samplers.clip,
+        norm=spec.model.norm,
         **extra,
     )
     results_path, scores_path = write_results(out_dir, summary, results, paths)
@@ -213,24 +212,57 @@ def report_test(
     return summary
 
 
-def test_checkpoint(checkpoint: str, overrides: DictConfig, out_dir: str | Path) -> dict | None:
-    """``videogn-test``: rebuild the recorded model, load its weights, run the test.
+@dataclass
+class RestoredRun:
+    """A trained model on its device, with the specs of the run that trained it."""
+
+    spec: RunSpec
+    model: nn.Module
+    dist: distributed.DistInfo
+    checkpoint: Path
+    iteration: int | None
+
+
+def restore_run(
+    checkpoint: str | Path,
+    overrides: DictConfig | dict | list[str] = (),
+    *,
+    dist: distributed.DistInfo | None = None,
+    loader_workers: int | None = None,
+) -> RestoredRun:
+    """Rebuild a run from a checkpoint's recorded config and load its weights.
 
     Args:
         checkpoint: a checkpoint file or a run directory (its latest checkpoint).
-        overrides: settings replacing the recorded ones (test.*, data.*, sampler.*, device).
+        overrides: settings replacing the recorded ones (``test.*``, ``data.*``,
+            ``sampler.*``, ``device``), as a config or ``key=value`` strings.
+        dist: the process group (default: initialized from the run's ``device``).
+        loader_workers: loader processes beside this one (default ``test.num_workers``),
+            for the share of CPU threads.
     """
     path = resolve_checkpoint(checkpoint)
     state = load_checkpoint(path)
     if "config" not in state:
         raise ValueError(f"{path} records no config; it is not a videogn training checkpoint")
-    cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), state["config"], overrides)
-    dist = distributed.init_distributed(cfg.device)
-    set_cpu_threads(cfg.trainer.num_threads, cfg.test.num_workers, dist.device)
-    model = builders.build_model(cfg, pretrained=False)
+    if isinstance(overrides, (list, tuple)):
+        overrides = OmegaConf.from_dotlist(list(overrides))
+    spec = build_run_spec(OmegaConf.merge(OmegaConf.structured(TrainConfig), state["config"],
+                                          overrides))  # fmt: skip
+    dist = dist or distributed.init_distributed(spec.device)
+    workers = spec.test.num_workers if loader_workers is None else loader_workers
+    set_cpu_threads(spec.trainer.num_threads, workers, dist.device)
+    model = spec.model.create(pretrained=False)
+    check_model_state(model, state["model"], path)  # another model config: the keys named
     model.load_state_dict(state["model"])
-    model = builders.place_model(model, cfg, dist)
-    logger.info(
-        "testing %s (iteration %s)", path, state.get("position", {}).get("global_iteration")
+    model = place_model(model, dist, channels_last_3d=spec.trainer.channels_last_3d).eval()
+    iteration = state.get("position", {}).get("global_iteration")
+    return RestoredRun(spec, model, dist, path, iteration)
+
+
+def test_checkpoint(checkpoint: str, overrides: DictConfig, out_dir: str | Path) -> dict | None:
+    """``videogn-test``: restore the run, then run its test (with the overrides)."""
+    run = restore_run(checkpoint, overrides)
+    logger.info("testing %s (iteration %s)", run.checkpoint, run.iteration)
+    return test_model(
+        run.spec, run.model, run.dist, out_dir, extra={"checkpoint": str(run.checkpoint)}
     )
-    return test_model(cfg, model, dist, out_dir, extra={"checkpoint": str(path)})

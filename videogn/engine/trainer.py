@@ -1,12 +1,15 @@
-"""The training loop: iterations, accumulation, AMP, DDP, checkpoints, resume, guards, logs."""
+"""The training loop: iterations, accumulation, AMP, DDP and resumable state.
+
+Everything around the loop (checkpoints, precise BN, preemption, the NaN guard, logging,
+validation) is a hook in :mod:`videogn.engine.hooks`.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -14,19 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from videogn.data.transforms import normalize_on_device
 from videogn.engine import distributed
-from videogn.engine.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
-from videogn.engine.guards import (
-    NonFiniteLossError,
-    PreemptionHandler,
-    diagnose_non_finite,
-    first_non_finite_output,
-)
-from videogn.engine.metrics import MetricsWriter, peak_memory_mb
-from videogn.engine.precise_bn import update_bn_stats
+from videogn.engine.checkpoint import capture_rng_state, restore_rng_state
+from videogn.engine.hooks import HookBase
+from videogn.engine.metrics import MetricsWriter
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +57,7 @@ def model_input(
 
 @dataclass
 class TrainOptions:
-    """Everything the loop needs to know, as plain values (built from the config)."""
+    """What the loop itself needs to know, as plain values (built from the config)."""
 
     total_iterations: int
     iterations_per_epoch: int
@@ -70,58 +66,43 @@ class TrainOptions:
     accumulation_steps: int = 1
     amp_dtype: torch.dtype | None = None
     channels_last_3d: bool = False
-    precise_bn_batches: int = 0
-    checkpoint_period: int = 0
-    keep_checkpoints: int = 2
-    log_period: int = 20
-    progress_bar: bool = True
     max_iterations: int | None = None
     extra_state: dict = field(default_factory=dict)  # recorded in every checkpoint
     # (mean, std) for uint8 clips, which are normalized on the device (see model_input)
     input_normalization: tuple | None = None
 
 
-@dataclass
-class _Window:
-    """Sums over the iterations since the last log line."""
-
-    iterations: int = 0
-    loss: float = 0.0
-    top1: float = 0.0
-    data_time: float = 0.0
-    compute_time: float = 0.0
-
-    def add(self, loss, top1, data_time, compute_time):
-        self.iterations += 1
-        self.loss += loss
-        self.top1 += top1
-        self.data_time += data_time
-        self.compute_time += compute_time
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """The forward's autocast context (a no-op context without a reduced dtype)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 class Trainer:
-    """Runs SGD iterations over epochs until the schedule ends, a signal arrives, or NaN.
+    """Runs SGD iterations over epochs until the schedule ends, a hook stops it, or NaN.
 
     Args:
         model: the bare model on its device (DDP-wrapped here when distributed).
         train_batches: ``(epoch, start_batch, seed) -> iterable of {"clip", "label"}`` batches.
-        precise_bn_batches: ``(epoch, seed) -> iterable of clip tensors`` for precise BN.
         run_dir: where checkpoints and metrics go.
         config: the resolved run config, recorded in checkpoints.
+        hooks: called around the loop (``videogn.engine.hooks``), in this order.
     """
 
     def __init__(
         self,
+        *,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         scaler: torch.amp.GradScaler,
         train_batches: Callable[[int, int, int], Iterable[dict]],
-        precise_bn_batches: Callable[[int, int], Iterable[torch.Tensor]],
         dist: distributed.DistInfo,
         run_dir: str | Path,
-        config: dict,
         options: TrainOptions,
+        config: dict | None = None,
+        hooks: Sequence[HookBase] = (),
     ):
         self.model = model
         self.net = model
@@ -130,38 +111,88 @@ class Trainer:
             self.net = DistributedDataParallel(model, device_ids=device_ids)
         self.optimizer, self.scheduler, self.scaler = optimizer, scheduler, scaler
         self.train_batches = train_batches
-        self.precise_bn_batches = precise_bn_batches
-        self.dist = dist
-        self.run_dir = Path(run_dir)
-        self.config = config
-        self.options = options
+        self.dist, self.run_dir, self.options = dist, Path(run_dir), options
+        self.config = config or {}
         self.position = Position()
         self.metrics = MetricsWriter(run_dir, enabled=dist.is_main)
         self.last_checkpoint: Path | None = None
-        self.hooks: list = []  # after_step / after_train, e.g. videogn.engine.validation
         self.last_stats: dict = {}
+        self.last_inputs: torch.Tensor | None = None  # the step's last clips (NaN diagnosis)
+        self.stop_requested = False  # a local request (signal), agreed in the step's all-reduce
+        self.status = "running"
+        self.epoch_stop = 0  # the iteration_in_epoch at which the current epoch ends
+        self.hooks: list[HookBase] = []
+        self.register_hooks(hooks)
 
-    def register_hooks(self, hooks: list) -> None:
+    def register_hooks(self, hooks: Iterable[HookBase]) -> None:
+        """Add hooks; they are called after those already registered."""
         for hook in hooks:
             hook.trainer = self
-        self.hooks.extend(hooks)
+            self.hooks.append(hook)
+
+    def call_hooks(self, point: str) -> None:
+        for hook in self.hooks:
+            if hook.enabled:
+                getattr(hook, point)()
+
+    def stop(self, status: str) -> None:
+        """End the run after this iteration with ``status`` ("preempted", "stopped")."""
+        self.status = status
+
+    # ----------------------------------------------------------------------------- loop
+    def fit(self) -> str:
+        """Train to the end of the schedule. Returns "finished", "preempted" or "stopped"."""
+        self.status = "running"
+        self.call_hooks("before_train")
+        try:
+            while self.status == "running":
+                if self.position.global_iteration >= self.options.total_iterations:
+                    self.status = "finished"
+                    break
+                self.train_epoch()
+        finally:
+            self.call_hooks("after_train")
+        return self.status
+
+    def train_epoch(self) -> None:
+        """Iterations from the current position to the end of the epoch (or of the schedule)."""
+        opts, pos = self.options, self.position
+        remaining = opts.total_iterations - pos.global_iteration
+        self.epoch_stop = min(opts.iterations_per_epoch, pos.iteration_in_epoch + remaining)
+        self.call_hooks("before_epoch")  # the previous epoch's checkpoint, a progress bar
+        # The loader resumes the epoch's sample order at the first batch not yet trained on.
+        start_batch = pos.iteration_in_epoch * opts.accumulation_steps
+        batches = iter(self.train_batches(pos.epoch, start_batch, opts.sampler_seed))
+        while pos.iteration_in_epoch < self.epoch_stop and self.status == "running":
+            self.call_hooks("before_step")  # e.g. pick up a preemption signal
+            start = time.perf_counter()
+            micro_batches = [next(batches) for _ in range(opts.accumulation_steps)]
+            loaded = time.perf_counter()
+            self.train_step(micro_batches)  # forward, backward, guards, optimizer step
+            self.last_stats.update(data_time=loaded - start,
+                                   compute_time=time.perf_counter() - loaded)  # fmt: skip
+            pos.iteration_in_epoch += 1
+            pos.global_iteration += 1
+            if opts.max_iterations is not None and pos.global_iteration >= opts.max_iterations:
+                self.stop("stopped")  # a smoke run's early end; the schedule is unchanged
+            self.call_hooks("after_step")  # logs, checkpoints, agreed stops
+        if self.status != "running":
+            return  # stopped mid-epoch: the epoch is finished after the resume
+        self.call_hooks("after_epoch")  # precise BN, validation
+        if pos.iteration_in_epoch >= opts.iterations_per_epoch:
+            pos.epoch += 1
+            pos.iteration_in_epoch = 0
 
     # ----------------------------------------------------------------------------- steps
     def autocast(self):
-        if self.options.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.dist.device.type, dtype=self.options.amp_dtype)
+        return autocast(self.dist.device, self.options.amp_dtype)
 
     def prepare(self, clips: torch.Tensor) -> torch.Tensor:
         clips = clips.to(self.dist.device, non_blocking=True)
         return model_input(clips, self.options.input_normalization, self.options.channels_last_3d)
 
-    def forward_backward(self, micro_batches: list[dict]) -> tuple[torch.Tensor, ...]:
-        """Accumulate gradients over the micro-batches.
-
-        Returns:
-            (mean loss, top-1 in %, the last micro-batch's clips for a NaN diagnosis).
-        """
+    def forward_backward(self, micro_batches: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Accumulate gradients over the micro-batches; returns (mean loss, top-1 in %)."""
         loss_sum = torch.zeros((), device=self.dist.device)
         correct = torch.zeros((), device=self.dist.device)
         num_clips = 0
@@ -178,157 +209,31 @@ class Trainer:
             loss_sum += loss.detach()
             correct += (logits.detach().argmax(dim=1) == labels).sum()
             num_clips += len(labels)
-        return loss_sum / len(micro_batches), 100 * correct / num_clips, clips
+        self.last_inputs = clips
+        return loss_sum / len(micro_batches), 100 * correct / num_clips
 
-    def train_step(self, micro_batches: list[dict], stop_requested: bool) -> dict:
-        """Forward/backward over the micro-batches, then one optimizer step (unless non-finite)."""
+    def train_step(self, micro_batches: list[dict]) -> dict:
+        """Forward/backward over the micro-batches, then one optimizer step (unless a hook
+        raises in ``after_backward``). Returns ``last_stats``."""
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss, top1, clips = self.forward_backward(micro_batches)
+        loss, top1 = self.forward_backward(micro_batches)
         self.scaler.unscale_(self.optimizer)
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         grad_norm = torch.nn.utils.get_total_norm(grads).to(self.dist.device).float()
-        stop = torch.tensor(float(stop_requested), device=self.dist.device)
+        stop = torch.tensor(float(self.stop_requested), device=self.dist.device)
         # One all-reduce carries the loss, accuracy and the stop request of every rank, so all
         # ranks agree on stopping (signal or NaN) at the same iteration.
         stats = distributed.all_reduce_mean(torch.stack([loss, top1, grad_norm, stop]))
         loss, top1, grad_norm, stop = stats.tolist()
         lr = self.optimizer.param_groups[0]["lr"]
-        # With fp16 the scaler skips steps whose gradients overflowed; that is not an error.
-        overflow_is_skipped = self.scaler.is_enabled()
-        if not math.isfinite(loss) or not (math.isfinite(grad_norm) or overflow_is_skipped):
-            self.stop_non_finite(clips, lr=lr, loss=loss, grad_norm=grad_norm)
+        self.last_stats = {"loss": loss, "top1": top1, "lr": lr, "grad_norm": grad_norm,
+                           "stop": stop > 0}  # fmt: skip
+        self.call_hooks("after_backward")  # the NaN guard refuses the step here
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        return {"loss": loss, "top1": top1, "lr": lr, "grad_norm": grad_norm, "stop": stop > 0}
-
-    def stop_non_finite(self, clips: torch.Tensor, **values) -> None:
-        first_bad = first_non_finite_output(self.model, clips, self.autocast)
-        message = diagnose_non_finite(
-            self.model,
-            iteration=self.position.global_iteration + 1,
-            epoch=self.position.epoch,
-            first_bad_output=first_bad,
-            **values,
-        )
-        self.metrics.write("error", self.position.global_iteration + 1, error=message)
-        raise NonFiniteLossError(message)
-
-    # ----------------------------------------------------------------------------- loop
-    def fit(self) -> str:
-        """Train to the end of the schedule. Returns "finished", "preempted" or "stopped"."""
-        opts = self.options
-        with PreemptionHandler() as preemption:
-            while self.position.global_iteration < opts.total_iterations:
-                status = self.train_epoch(preemption)
-                if status != "epoch_end":
-                    break
-                self.end_epoch()
-            else:
-                status = "finished"
-        if status != "preempted":  # a preempted run leaves at once; it resumes later
-            for hook in self.hooks:
-                hook.after_train()
-        return status
-
-    def train_epoch(self, preemption: PreemptionHandler) -> str:
-        """Iterations from the current position to the end of the epoch (or of the schedule)."""
-        opts, pos = self.options, self.position
-        remaining = opts.total_iterations - pos.global_iteration
-        stop_at = min(opts.iterations_per_epoch, pos.iteration_in_epoch + remaining)
-        start_batch = pos.iteration_in_epoch * opts.accumulation_steps
-        batches = iter(self.train_batches(pos.epoch, start_batch, opts.sampler_seed))
-        bar = tqdm(
-            total=stop_at,
-            initial=pos.iteration_in_epoch,
-            desc=f"epoch {pos.epoch}",
-            disable=not (opts.progress_bar and self.dist.is_main),
-            dynamic_ncols=True,
-        )
-        window = _Window()
-        while pos.iteration_in_epoch < stop_at:
-            start = time.perf_counter()
-            micro_batches = [next(batches) for _ in range(opts.accumulation_steps)]
-            loaded = time.perf_counter()
-            stats = self.train_step(micro_batches, preemption.requested)
-            done = time.perf_counter()
-            pos.iteration_in_epoch += 1
-            pos.global_iteration += 1
-            self.last_stats = stats
-            window.add(stats["loss"], stats["top1"], loaded - start, done - loaded)
-            bar.update(1)
-            self.log_window(window, stats, bar)
-            if stats["stop"]:
-                bar.close()
-                self.save()
-                return "preempted"
-            for hook in self.hooks:
-                hook.after_step()
-            if opts.max_iterations is not None and pos.global_iteration >= opts.max_iterations:
-                bar.close()
-                self.save()
-                return "stopped"
-            at_end = pos.iteration_in_epoch == stop_at
-            if (
-                opts.checkpoint_period
-                and pos.global_iteration % opts.checkpoint_period == 0
-                and not at_end
-            ):
-                self.save()
-        bar.close()
-        return "epoch_end"
-
-    def end_epoch(self) -> None:
-        """Precise BN, then a checkpoint at the start of the next epoch."""
-        pos = self.position
-        if self.options.precise_bn_batches > 0:
-            update_bn_stats(
-                self.model,
-                self.precise_bn_batches(pos.epoch, self.options.sampler_seed),
-                self.options.precise_bn_batches,
-                forward=self.bn_forward,
-            )
-        if pos.iteration_in_epoch >= self.options.iterations_per_epoch:
-            pos.epoch += 1
-            pos.iteration_in_epoch = 0
-        self.save()
-
-    def bn_forward(self, clips: torch.Tensor) -> torch.Tensor:
-        with self.autocast():
-            return self.model(self.prepare(clips))
-
-    def log_window(self, window: _Window, stats: dict, bar: tqdm) -> None:
-        step_time = (window.data_time + window.compute_time) / window.iterations
-        clips_per_s = self.options.clips_per_iteration / max(step_time, 1e-9)
-        bar.set_postfix(
-            loss=f"{stats['loss']:.3f}",
-            lr=f"{stats['lr']:.2g}",
-            data=f"{window.data_time / window.iterations:.2f}s",
-            compute=f"{window.compute_time / window.iterations:.2f}s",
-            clips_s=f"{clips_per_s:.1f}",
-            refresh=False,
-        )
-        pos = self.position
-        if window.iterations < self.options.log_period and pos.global_iteration != 1:
-            return
-        mem_name, mem = peak_memory_mb(self.dist.device)
-        self.metrics.write(
-            "train",
-            pos.global_iteration,
-            epoch=pos.epoch,
-            loss=window.loss / window.iterations,
-            top1=window.top1 / window.iterations,
-            top1_err=100.0 - window.top1 / window.iterations,
-            lr=stats["lr"],
-            grad_norm=stats["grad_norm"],
-            clips_per_s=clips_per_s,
-            data_time=window.data_time / window.iterations,
-            compute_time=window.compute_time / window.iterations,
-            **{mem_name: mem},
-        )
-        self.metrics.flush()
-        window.__init__()
+        return self.last_stats
 
     # ----------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -344,16 +249,6 @@ class Trainer:
             "config": self.config,
             **self.options.extra_state,
         }
-
-    def save(self) -> Path | None:
-        state = self.state_dict()
-        if self.dist.is_main:
-            self.last_checkpoint = save_checkpoint(
-                state, self.run_dir, self.position.global_iteration, self.options.keep_checkpoints
-            )
-            logger.info("saved %s", self.last_checkpoint)
-        distributed.barrier()
-        return self.last_checkpoint
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a checkpoint written by :meth:`state_dict` (same schedule expected)."""

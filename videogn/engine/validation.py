@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from videogn.engine import distributed
+from videogn.engine.hooks import HookBase
 from videogn.engine.metrics import topk_hits
 
 logger = logging.getLogger(__name__)
@@ -68,11 +69,11 @@ def count_hits(
     return distributed.all_reduce_sum(counts.to(device)).cpu()
 
 
-class ValidationHook:
-    """Runs the 1-clip validation every ``period`` iterations and once at the end of training.
+class ValidationHook(HookBase):
+    """Runs the 1-clip validation every ``period`` iterations and once at the end of training
+    (finished, or stopped by ``max_iterations``; not after a preemption or an error).
 
-    A trainer hook (see ``videogn.engine.hooks``): the trainer sets ``hook.trainer`` and calls
-    ``after_step`` after every iteration and ``after_train`` when the schedule is done. It reads
+    A trainer hook (see ``videogn.engine.hooks``) that reads
     ``trainer.model`` (the bare model: no DDP buffer broadcast, ranks may have unequal shards),
     ``trainer.prepare``, ``trainer.autocast``, ``trainer.position``, ``trainer.last_stats``
     and writes through ``trainer.metrics``.
@@ -86,8 +87,6 @@ class ValidationHook:
         batch_size: clips per forward on this rank.
         log_period: iterations of the training-error window reported beside each row.
     """
-
-    trainer = None  # set by the trainer
 
     def __init__(
         self,
@@ -153,22 +152,16 @@ class ValidationHook:
         return row
 
     # ----------------------------------------------------------------------- hook points
-    def before_train(self) -> None: ...
-
-    def before_epoch(self) -> None: ...
-
-    def after_epoch(self) -> None: ...
-
-    def before_step(self) -> None: ...
-
     def after_step(self) -> None:
-        stats = getattr(self.trainer, "last_stats", None)
-        if stats:
-            self.train_top1.append(stats["top1"])
+        self.train_top1.append(self.trainer.last_stats["top1"])
+        if self.trainer.status == "preempted":
+            return  # a preempted run leaves at once; it resumes later
         if self.trainer.position.global_iteration % self.period == 0:
             self.validate()
 
     def after_train(self) -> None:
         """The final point of the curve (unless the last iteration was just validated)."""
+        if self.trainer.status not in ("finished", "stopped"):
+            return  # preempted, or an error is on its way up
         if self.last_validated != self.trainer.position.global_iteration:
             self.validate()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 from tqdm import tqdm
 
@@ -79,28 +80,30 @@ class SettingScores:
         return out
 
 
+Setting = tuple[tuple[int, int], int]  # ((frames, interval), K clips)
+
+
 def plan_views(
-    num_frames: int, fps: float | None, clips: list[tuple[int, int]], num_clips: list[int]
-) -> dict[tuple[tuple[int, int], int], list[np.ndarray]]:
+    num_frames: int, fps: float | None, samplers: dict[Setting, TestClipSampler]
+) -> dict[Setting, list[np.ndarray]]:
     """Frame indices of every view, per (clip, K), for a video of ``num_frames`` frames;
     clips whose window exceeds the video are left out."""
-    plan = {}
-    for clip in clips:
-        if window(clip) > num_frames:
-            continue
-        for k in num_clips:
-            plan[(clip, k)] = TestClipSampler(*clip, num_clips=k)(num_frames, fps)
-    return plan
+    return {
+        (clip, k): sampler(num_frames, fps)
+        for (clip, k), sampler in samplers.items()
+        if window(clip) <= num_frames
+    }
 
 
 @torch.no_grad()
 def score_video(
     model: nn.Module,
     views_of: Callable[[np.ndarray], torch.Tensor],
-    plan: dict[tuple[tuple[int, int], int], list[np.ndarray]],
+    plan: dict[Setting, list[np.ndarray]],
     device: torch.device,
     views_per_batch: int,
-) -> dict[tuple[tuple[int, int], int], torch.Tensor]:
+    prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> dict[Setting, torch.Tensor]:
     """Softmax scores [K * crops, classes] per setting; each distinct view scored once."""
     distinct: dict[tuple, np.ndarray] = {}
     for indices_list in plan.values():
@@ -113,9 +116,10 @@ def score_video(
     for keys in by_length.values():  # a batch must share the clip length
         views = torch.stack([views_of(distinct[k]) for k in keys])  # [V, crops, C, T, H, W]
         flat = views.flatten(0, 1)
+        prepare = prepare or (lambda clips: clips)
         probs = torch.cat(
             [
-                model(chunk.to(device)).float().softmax(1).cpu()
+                model(prepare(chunk.to(device))).float().softmax(1).cpu()
                 for chunk in flat.split(views_per_batch)
             ]
         ).unflatten(0, views.shape[:2])
@@ -130,30 +134,32 @@ def clip_length_sweep(
     model: nn.Module,
     records: list[VideoRecord],
     *,
-    clips: list[tuple[int, int]],
-    num_clips: list[int],
+    samplers: dict[Setting, TestClipSampler],
     transform: TestTransform,
     device: torch.device,
     backend: str = "pyav",
     views_per_batch: int = 16,
+    prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
     open_video_fn: Callable = open_video,
     progress: bool = True,
-) -> tuple[dict[tuple[tuple[int, int], int], SettingScores], list[dict]]:
+) -> tuple[dict[Setting, SettingScores], list[dict]]:
     """Evaluate ``model`` on ``records`` at every (clip, K); one decode per video.
 
     Args:
+        samplers: the test sampler of each setting ((frames, interval), K).
+        prepare: views on the device -> the model's input (uint8 views need it).
         open_video_fn: opens a video (``videogn.data.decoders.open_video`` signature).
 
     Returns:
         (scores per setting, failures [{"path", "reason"}]).
     """
     model.eval()
-    results = {(clip, k): SettingScores() for clip in clips for k in num_clips}
+    results = {setting: SettingScores() for setting in samplers}
     failures = []
     for record in tqdm(records, desc="clip-length sweep", disable=not progress):
         try:
             with open_video_fn(record.path, backend=backend) as video:
-                plan = plan_views(video.num_frames, video.fps, clips, num_clips)
+                plan = plan_views(video.num_frames, video.fps, samplers)
                 if not plan:
                     raise VideoDecodeError(record.path, "shorter than every clip window")
                 union = np.unique(np.concatenate([np.concatenate(v) for v in plan.values()]))
@@ -168,7 +174,7 @@ def clip_length_sweep(
         def views_of(indices: np.ndarray, all_views=all_views, union=union) -> torch.Tensor:
             return all_views[:, :, torch.from_numpy(np.searchsorted(union, indices))]
 
-        scores = score_video(model, views_of, plan, device, views_per_batch)
+        scores = score_video(model, views_of, plan, device, views_per_batch, prepare)
         for setting, acc in results.items():
             if setting not in scores:
                 acc.too_short += 1
@@ -192,7 +198,7 @@ def evaluate_checkpoint(
     device: str = "auto",
     progress: bool = True,
 ) -> dict:
-    """Rebuild the checkpoint's model and data from its recorded config, then sweep.
+    """Restore the checkpoint's run (its model, data, samplers and test transform), then sweep.
 
     Args:
         overrides: ``key=value`` replacing recorded settings (``data.root=...``,
@@ -202,48 +208,38 @@ def evaluate_checkpoint(
         a JSON-able dict: checkpoint, training clip, settings (one entry per (clip, K)),
         videos listed, failures.
     """
-    from omegaconf import OmegaConf
+    from videogn.engine import distributed
+    from videogn.engine.builders.sampler import build_samplers
+    from videogn.engine.run import input_preparation, restore_run
 
-    from videogn.config import TrainConfig, enum_value
-    from videogn.engine import builders, distributed
-    from videogn.engine.checkpoint import load_checkpoint, resolve_checkpoint
-    from videogn.engine.run import set_cpu_threads
-
-    path = resolve_checkpoint(checkpoint)
-    state = load_checkpoint(path)
-    if "config" not in state:
-        raise ValueError(f"{path} records no config; it is not a videogn training checkpoint")
-    cfg = OmegaConf.merge(
-        OmegaConf.structured(TrainConfig), state["config"], OmegaConf.from_dotlist(list(overrides))
-    )
     dist = distributed.DistInfo(device=distributed.resolve_device(device))
-    set_cpu_threads(cfg.trainer.num_threads, 0, dist.device)
-    model = builders.build_model(cfg, pretrained=False)
-    model.load_state_dict(state["model"])
-    model = model.to(dist.device)
-    source = builders.resolve_data_source(cfg.data, dist)
-    records = builders.read_records(source.val_list, source.val_root, source.num_classes)
-    records = records[:max_videos] if max_videos else records
-    mean, std = builders.normalization(cfg.data.normalization)
-    t = cfg.test
-    transform = TestTransform(t.short_side, t.crop_size, t.num_crops, mean=mean, std=std)
+    run = restore_run(checkpoint, overrides, dist=dist, loader_workers=0)
+    spec = run.spec
+    spec.data.resolve(dist)
+    records = spec.data.val_records(max_videos or None)
+    sampler_group = OmegaConf.create(spec.config["sampler"])
+    samplers = {
+        (clip, k): build_samplers(sampler_group, num_test_clips=k, clip=clip).test
+        for clip in clips
+        for k in num_clips
+    }
     results, failures = clip_length_sweep(
-        model,
+        run.model,
         records,
-        clips=clips,
-        num_clips=num_clips,
-        transform=transform,
+        samplers=samplers,
+        transform=spec.test_transform(),
         device=dist.device,
-        backend=enum_value(cfg.data.backend),
-        views_per_batch=t.views_per_batch,
+        backend=spec.data.backend,
+        views_per_batch=spec.test.views_per_batch,
+        prepare=input_preparation(spec),
         progress=progress,
     )
     return {
-        "checkpoint": str(path),
-        "train_clip": f"{cfg.sampler.num_frames}x{cfg.sampler.frame_interval}",
-        "norm": enum_value(cfg.norm.name),
-        "num_crops": t.num_crops,
-        "test_size": f"{t.short_side}/{t.crop_size}",
+        "checkpoint": str(run.checkpoint),
+        "train_clip": spec.samplers.clip,
+        "norm": spec.model.norm,
+        "num_crops": spec.test.num_crops,
+        "test_size": f"{spec.test.short_side}/{spec.test.crop_size}",
         "videos_listed": len(records),
         "failures": failures,
         "settings": [

@@ -1,0 +1,37 @@
+"""The ``test`` group -> :class:`~videogn.engine.evaluate.TestOptions` and the test transform."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from videogn.config import enum_value
+from videogn.data.transforms import TestTransform
+from videogn.engine.builders.data import DataSpec
+from videogn.engine.evaluate import TestOptions
+
+
+def build_test_options(test_cfg: DictConfig) -> TestOptions:
+    t = test_cfg
+    return TestOptions(
+        num_clips=t.num_clips,
+        num_crops=t.num_crops,
+        short_side=t.short_side,
+        crop_size=t.crop_size,
+        aggregate=enum_value(t.aggregate),
+        views_per_batch=t.views_per_batch,
+        num_workers=t.num_workers,
+        max_videos=t.max_videos,
+    )
+
+
+def build_test_transform(options: TestOptions, data: DataSpec) -> TestTransform:
+    """Resize to the test's short side and take its crops, with the data's normalization."""
+    mean, std = data.normalization
+    return TestTransform(
+        short_side=options.short_side,
+        crop_size=options.crop_size,
+        num_crops=options.num_crops,
+        mean=mean,
+        std=std,
+        output_dtype=data.output_dtype,
+    )

@@ -1,0 +1,63 @@
+"""The ``trainer`` group -> a :class:`TrainerSpec`: how the loop runs, as plain values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig
+
+from videogn.config import enum_value
+
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class TrainerSpec:
+    """How the loop runs (see ``videogn.config.TrainerConfig`` for each field)."""
+
+    amp: str = "none"
+    channels_last_3d: bool = False
+    accumulation_steps: int = 1
+    precise_bn_batches: int = 0  # 0: precise BN off
+    checkpoint_period: int = 0
+    keep_checkpoints: int = 2
+    log_period: int = 20
+    progress_bar: bool = True
+    num_threads: int | None = None
+    resume: str = "auto"
+    test_at_end: bool = True
+    max_iterations: int | None = None
+    val_period: int = 0  # 0: no periodic validation
+    val_videos: int | None = None
+    cudnn_benchmark: bool = True
+    tf32: bool = False
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        return AMP_DTYPES[self.amp]
+
+
+def build_trainer_spec(trainer_cfg: DictConfig) -> TrainerSpec:
+    """The ``trainer`` group as a :class:`TrainerSpec`."""
+    t = trainer_cfg
+    if t.accumulation_steps < 1:
+        raise ValueError(f"trainer.accumulation_steps must be >= 1, got {t.accumulation_steps}")
+    return TrainerSpec(
+        amp=enum_value(t.amp),
+        channels_last_3d=t.channels_last_3d,
+        accumulation_steps=t.accumulation_steps,
+        precise_bn_batches=t.precise_bn.num_batches if t.precise_bn.enabled else 0,
+        checkpoint_period=t.checkpoint_period,
+        keep_checkpoints=t.keep_checkpoints,
+        log_period=t.log_period,
+        progress_bar=t.progress_bar,
+        num_threads=t.num_threads,
+        resume=t.resume,
+        test_at_end=t.test_at_end,
+        max_iterations=t.max_iterations,
+        val_period=t.val_period,
+        val_videos=t.val_videos,
+        cudnn_benchmark=t.cudnn_benchmark,
+        tf32=t.tf32,
+    )
