@@ -92,9 +92,9 @@ def test_accumulation_matches_the_large_batch(tmp_path):
 
 
 def test_bf16_autocast_and_channels_last_train(tmp_path, caplog, monkeypatch):
-    # torch 2.14.1's oneDNN bf16 conv3d backward on this CPU (AVX2, no bf16 hardware) returns
-    # NaN or huge weight gradients now and then (res5.0.conv_b, at any lr, flaky on main before
-    # the hooks too); torch's own kernels are used here so the test is about the loop.
+    # oneDNN's bf16 conv3d backward returned NaN or huge weight gradients on this CPU now and
+    # then (res5.0.conv_b; see videogn/models/conv.py); torch's own kernels keep this test
+    # about the loop and autocast.
     monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
     trainer = make_trainer(
         tmp_path, amp_dtype=torch.bfloat16, channels_last_3d=True, norm="bn",

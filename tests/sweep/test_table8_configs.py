@@ -71,7 +71,7 @@ def test_cells_beyond_the_paper_checkpoint_automatically_at_the_papers_memory(ma
     assert cfg.data.normalization == ("caffe2_msra" if cell.norm == "gn" else "torchvision")
     assert cfg.name == "table8_" + cell.experiment.split("/")[1]
     model = create_model("i3d_r50", norm="none", base_width=8, stage_depths=(1, 1, 1, 1))
-    lr = build_optimizer(cfg, model, total_batch=cell.batch * 8).param_groups[0]["lr"]
+    lr = build_optim(cfg.optim).optimizer(model, cell.batch * 8).param_groups[0]["lr"]
     assert lr == pytest.approx(0.01 * cell.batch / 8)
 
 

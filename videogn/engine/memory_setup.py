@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from videogn.config import enum_value
-from videogn.engine.builders import model_kwargs
+from videogn.engine.builders.model import build_model_spec
 from videogn.memory.checkpointing import (
     AUTO,
     choose_checkpointing,
@@ -95,7 +95,7 @@ def resolve_checkpointing(cfg: DictConfig, batch_size: int, *, estimate: bool = 
     setting = parse_activation_checkpointing(
         cfg.trainer.get("activation_checkpointing", "none"), KEY
     )
-    kwargs = model_kwargs(cfg)
+    kwargs = build_model_spec(cfg.model, cfg.norm).kwargs
     planner = _planner_arguments(cfg)
     if setting == AUTO:
         choice = choose_checkpointing(

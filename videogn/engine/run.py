@@ -24,8 +24,7 @@ from videogn.engine.builders.model import place_model
 from videogn.engine.checkpoint import (
     check_model_state,
     find_resume_checkpoint,
-    load_checkpoint,
-    resolve_checkpoint,
+    load_designated_checkpoint,
 )
 from videogn.engine.evaluate import evaluate_shard, gather_results, summarize, write_results
 from videogn.engine.numerics import configure_numerics
@@ -240,10 +239,8 @@ def restore_run(
         loader_workers: loader processes beside this one (default ``test.num_workers``),
             for the share of CPU threads.
     """
-    path = resolve_checkpoint(checkpoint)
-    state = load_checkpoint(path)
-    if "config" not in state:
-        raise ValueError(f"{path} records no config; it is not a videogn training checkpoint")
+    # A run directory's newest valid checkpoint (a torn newer file is skipped with a warning).
+    path, state = load_designated_checkpoint(checkpoint, required=("model", "config"))
     if isinstance(overrides, (list, tuple)):
         overrides = OmegaConf.from_dotlist(list(overrides))
     spec = build_run_spec(OmegaConf.merge(OmegaConf.structured(TrainConfig), state["config"],
