@@ -7,7 +7,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from videogn.config import CONFIG_DIR, register_configs
-from videogn.engine.builders import build_model
+from videogn.engine.builders.model import build_model_spec
 from videogn.engine.memory_setup import apply_activation_checkpointing, resolve_checkpointing
 from videogn.memory.estimate import GIB
 from videogn.models.i3d import CHECKPOINT_STAGES
@@ -59,7 +59,7 @@ def test_bad_settings_name_the_key(make_cfg):
 
 def test_the_setting_reaches_the_model_and_the_log(make_cfg, caplog):
     cfg = make_cfg("trainer.activation_checkpointing=[res2]")
-    model = build_model(cfg, pretrained=False)
+    model = build_model_spec(cfg.model, cfg.norm).create(pretrained=False)
     assert model.checkpointed_stages == ()
     with caplog.at_level("INFO", logger="videogn.engine.memory_setup"):
         apply_activation_checkpointing(cfg, model, 4)
