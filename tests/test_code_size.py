@@ -14,14 +14,9 @@ import sys
 import tokenize
 from pathlib import Path
 
-import pytest
-
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "videogn"
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 50
-# Files or functions over the limits, each with the reason; an entry goes once it is within
-# them (the test says so by passing without it).
-NOT_YET_SPLIT: set[str] = set()
 
 
 def function_sizes(source: str) -> list[tuple[str, int, int]]:
@@ -74,9 +69,8 @@ def oversized(files: dict[str, int], functions: dict[str, int]) -> dict[str, str
 
 def test_files_and_functions_stay_small():
     found = oversized(*measure())
-    late = {name: size for name, size in found.items() if name not in NOT_YET_SPLIT}
-    assert not late, (
-        f"over {MAX_FILE_LINES} lines per file / {MAX_FUNCTION_LINES} per function: {late}"
+    assert not found, (
+        f"over {MAX_FILE_LINES} lines per file / {MAX_FUNCTION_LINES} per function: {found}"
     )
 
 
@@ -99,17 +93,11 @@ def test_the_measure_counts_code_not_docstrings_comments_or_blanks():
     }
 
 
-@pytest.mark.parametrize("name", sorted(NOT_YET_SPLIT))
-def test_exempted_names_exist(name):
-    files, functions = measure()
-    assert name in files or name in functions, f"{name} is gone: drop it from NOT_YET_SPLIT"
-
-
 if __name__ == "__main__":
     files, functions = measure()
     print(f"files over {MAX_FILE_LINES} lines / functions over {MAX_FUNCTION_LINES} lines of code:")
     for name, size in sorted(oversized(files, functions).items()):
-        print(f"  {name}: {size}{'  (not yet split)' if name in NOT_YET_SPLIT else ''}")
+        print(f"  {name}: {size}")
     print(
         "largest files:",
         *(f"{n} {f}" for f, n in sorted(files.items(), key=lambda x: -x[1])[:5]),
