@@ -341,7 +341,6 @@ def test_videogn_test_on_the_full_frame_of_non_square_videos(demo_cache, tmp_pat
             "data.source=lists",
             f"data.val_list={videos / 'list.txt'}",
             f"data.val_root={videos}",
-            f"data.train_list={videos / 'list.txt'}",
         )
     )
     check_ok(result)

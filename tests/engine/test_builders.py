@@ -106,3 +106,12 @@ def test_specs_hold_no_config(make_cfg):
         values = list(vars(part).values()) if hasattr(part, "__dict__") else []
         values += [getattr(part, f) for f in getattr(part, "__dataclass_fields__", {})]
         assert not any(isinstance(v, (DictConfig, ListConfig)) for v in values), name
+
+
+@pytest.mark.parametrize(("value", "views"), [(1, 1), (3, 3), ("full", 1)])
+def test_num_crops_is_checked_when_the_run_is_built(make_cfg, value, views):
+    """A misspelled test.num_crops fails before training, not after it at the test."""
+    spec = build_run_spec(make_cfg(f"test.num_crops={value}"))
+    assert spec.test.num_crops == value and spec.test_transform().views_per_clip == views
+    with pytest.raises(ValueError, match=r"test.num_crops.*1, 3 or 'full'.*'ful'"):
+        build_run_spec(make_cfg("test.num_crops=ful"))

@@ -84,6 +84,32 @@ def test_scores_equal_the_engine_test_at_that_setting(setup, clip, k):
     assert results[(clip, k)].view_hits == sum(r.view_top1_hits for r in engine)
 
 
+def test_full_frame_sweep_on_non_square_videos_equals_the_engine_test(setup, tmp_path):
+    """test.num_crops=full in the sweep: each view is the whole frame (4:3 and 16:9 here),
+    and the scores are the engine's own full-frame test at that setting."""
+    from videogn.data.lists import VideoRecord
+    from videogn.data.video_writer import write_video
+
+    _, model, _ = setup
+    rng = np.random.default_rng(1)
+    records = []
+    for i, (height, width) in enumerate([(48, 64), (36, 64)]):
+        write_video(tmp_path / f"v{i}.mp4", rng.integers(0, 256, (24, height, width, 3), np.uint8))
+        records.append(VideoRecord(str(tmp_path / f"v{i}.mp4"), i))
+    full = TestTransform(short_side=24, num_crops="full")
+    results, failures = clip_length_sweep(
+        model, records, samplers=SAMPLERS, transform=full,
+        device=torch.device("cpu"), progress=False,
+    )  # fmt: skip
+    assert failures == []
+    for clip, k in [((8, 2), 3), ((16, 1), 1)]:
+        dataset = VideoTestDataset(records, sampler=SAMPLERS[(clip, k)], transform=full)
+        engine = evaluate_shard(model, dataset, [0, 1], device=torch.device("cpu"), num_workers=0)
+        assert [r.view_size for r in engine] == ["24x32", "24x42"]  # whole frames
+        swept = np.stack(results[(clip, k)].scores)
+        np.testing.assert_allclose(swept, np.stack([r.scores for r in engine]), atol=1e-5)
+
+
 def test_windows_longer_than_the_video_are_left_out():
     samplers = {(c, k): TestClipSampler(*c, num_clips=k)
                 for c in [(8, 2), (16, 2), (24, 1), (25, 1)] for k in [1, 10]}  # fmt: skip

@@ -215,6 +215,7 @@ def cmd_curves(args) -> int:
 
 
 def cmd_clip_length(args) -> int:
+    from videogn.data.transforms import describe_views
     from videogn.engine.checkpoint import resolve_checkpoint
     from videogn.sweep.clip_length import (
         DEFAULT_CLIPS,
@@ -242,7 +243,8 @@ def cmd_clip_length(args) -> int:
     (out / "clip_length.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "clip_length.md").write_text(
         f"# Test clip sweep of {summary['checkpoint']}\n\n"
-        f"Video top-1 / top-5 (%), {summary['num_crops']} crop(s) at {summary['test_size']}, "
+        f"Video top-1 / top-5 (%), {describe_views(summary['num_crops'])} at "
+        f"{summary['test_size']}, "
         f"{summary['videos_listed']} videos listed.\n\n{table}\n\n![sweep](clip_length.png)\n"
     )
     plot_sweep(summary, out / "clip_length.png")

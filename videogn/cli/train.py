@@ -18,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from videogn.config import CONFIG_DIR, exit_on_bad_overrides, register_configs
+from videogn.data.transforms import describe_views
 from videogn.engine import distributed
 from videogn.engine.guards import NonFiniteLossError
 from videogn.engine.run import train
@@ -41,7 +42,7 @@ def format_summary(summary: dict, seconds: float) -> str:
     test = summary.get("test")
     if test and "video_top1" in test:
         lines += [
-            f"test ({test['num_clips']} clips x {test['num_crops']} crops per video, "
+            f"test ({test['num_clips']} clips x {describe_views(test['num_crops'])} per video, "
             f"{test['aggregate']} of softmax):",
             f"  video top-1 {test['video_top1']:.1f}%   (chance {test['chance_top1']:.1f}% "
             f"with {test['num_classes']} classes)   top-5 {test['video_top5']:.1f}%",

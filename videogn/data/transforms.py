@@ -227,6 +227,14 @@ def parse_num_crops(value) -> int | str:
     return value
 
 
+def describe_views(num_crops) -> str:
+    """Words for the views per clip: "1 crop", "3 crops" or "the full frame"."""
+    num_crops = parse_num_crops(num_crops)
+    if num_crops == FULL_FRAME:
+        return "the full frame"
+    return f"{num_crops} crop{'s' if num_crops > 1 else ''}"
+
+
 class TestTransform:
     """Short-side resize, then 1 centre crop, 3 crops along the long side, or the full frame;
     normalization.

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from videogn.config import TrainConfig
+from videogn.data.transforms import describe_views
 from videogn.engine import distributed
 from videogn.engine.builders import RunSpec, build_run_spec
 from videogn.engine.builders.assemble import build_trainer
@@ -150,8 +151,8 @@ def test_model(
     records = spec.data.val_records(spec.test.max_videos)
     t = spec.test
     logger.info(
-        "testing %d videos: %d clips x %d crops of %s frames, %s of softmax scores",
-        len(records), t.num_clips, t.num_crops, spec.samplers.clip, t.aggregate,
+        "testing %d videos: %d clips x %s of %s frames, %s of softmax scores",
+        len(records), t.num_clips, describe_views(t.num_crops), spec.samplers.clip, t.aggregate,
     )  # fmt: skip
     results = evaluate_shard(
         model,

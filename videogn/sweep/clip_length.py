@@ -28,7 +28,7 @@ from tqdm import tqdm
 from videogn.data.decoders import VideoDecodeError, open_video
 from videogn.data.lists import VideoRecord
 from videogn.data.samplers import TestClipSampler
-from videogn.data.transforms import TestTransform
+from videogn.data.transforms import FULL_FRAME, TestTransform
 from videogn.engine.metrics import topk_hits
 
 logger = logging.getLogger(__name__)
@@ -239,7 +239,9 @@ def evaluate_checkpoint(
         "train_clip": spec.samplers.clip,
         "norm": spec.model.norm,
         "num_crops": spec.test.num_crops,
-        "test_size": f"{spec.test.short_side}/{spec.test.crop_size}",
+        "test_size": view_description(
+            spec.test.num_crops, spec.test.short_side, spec.test.crop_size
+        ),
         "videos_listed": len(records),
         "failures": failures,
         "settings": [
@@ -247,6 +249,11 @@ def evaluate_checkpoint(
             for (c, k), acc in results.items()
         ],
     }
+
+
+def view_description(num_crops, short_side: int, crop_size: int) -> str:
+    """How the views are cut, for the report: "256/224" crops, or "256/full frame"."""
+    return f"{short_side}/{'full frame' if num_crops == FULL_FRAME else crop_size}"
 
 
 def sweep_markdown(summary: dict) -> str:

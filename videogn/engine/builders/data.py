@@ -22,7 +22,7 @@ from videogn.engine import distributed
 class DataSource:
     """Resolved locations of a dataset's lists; relative list paths join their split's root."""
 
-    train_list: str
+    train_list: str | None  # None: a test-only run (videogn-test on other videos)
     train_root: str | None
     val_list: str
     val_root: str | None
@@ -66,6 +66,10 @@ class DataSpec:
 
     def train_records(self) -> list[VideoRecord]:
         s = self.source
+        if s.train_list is None:
+            raise ValueError(
+                "data.train_list is not set (give data.root=... or data.train_list=...)"
+            )
         return read_records(s.train_list, s.train_root, s.num_classes)
 
     def val_records(self, max_videos: int | None = None) -> list[VideoRecord]:
@@ -159,12 +163,12 @@ def list_source(data_cfg: DictConfig) -> DataSource | None:
     """The lists of ``data.source=lists`` (None for the demo, located when generated)."""
     if enum_value(data_cfg.source) == "demo":
         return None
-    for key in ("train_list", "val_list"):
-        if data_cfg[key] is None:
-            raise ValueError(
-                f"data.{key} is not set for dataset '{data_cfg.name}' "
-                f"(give data.root=... or data.{key}=...)"
-            )
+    # The val list is needed by every run; the train list only by training (train_records).
+    if data_cfg.val_list is None:
+        raise ValueError(
+            f"data.val_list is not set for dataset '{data_cfg.name}' "
+            "(give data.root=... or data.val_list=...)"
+        )
     return DataSource(
         data_cfg.train_list,
         data_cfg.train_root if data_cfg.train_root is not None else data_cfg.root,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from videogn.config import enum_value
-from videogn.data.transforms import TestTransform
+from videogn.data.transforms import TestTransform, parse_num_crops
 from videogn.engine.builders.data import DataSpec
 from videogn.engine.evaluate import TestOptions
 
@@ -14,7 +14,7 @@ def build_test_options(test_cfg: DictConfig) -> TestOptions:
     t = test_cfg
     return TestOptions(
         num_clips=t.num_clips,
-        num_crops=t.num_crops,
+        num_crops=parse_num_crops(t.num_crops),  # 1, 3 or full: checked before training
         short_side=t.short_side,
         crop_size=t.crop_size,
         aggregate=enum_value(t.aggregate),
