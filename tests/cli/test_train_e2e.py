@@ -404,3 +404,30 @@ def test_two_nodes_equal_one_node_with_two_processes(demo_cache, tmp_path):
     results = [json.loads((d / "results.json").read_text()) for d in (one_node, two_nodes)]
     for key in ("videos_evaluated", "video_top1", "video_top5", "clip_top1"):
         assert results[1][key] == results[0][key], key
+
+
+def test_activation_checkpointing_trains_to_the_same_losses_and_bn_statistics(demo_cache, tmp_path):
+    # Three iterations of the BN demo model, with every stage checkpointed and without.
+    runs = {}
+    for setting in ("none", "all"):
+        run_dir = tmp_path / setting
+        extra = (
+            f"trainer.activation_checkpointing={setting}",
+            "trainer.max_iterations=3",
+            "trainer.checkpoint_period=3",
+            "trainer.test_at_end=false",
+        )
+        result = run(command("train", *tiny_overrides(demo_cache, run_dir, *extra, "norm=bn")))
+        check_ok(result)
+        runs[setting] = run_dir
+    assert "Activation checkpointing (given): stem, res2, res3, res4, res5." in (
+        (runs["all"] / "train.log").read_text()
+    )
+    plain, checkpointed = train_losses(runs["none"]), train_losses(runs["all"])
+    assert sorted(plain) == sorted(checkpointed) == [1, 2, 3]
+    for step in plain:
+        assert checkpointed[step] == pytest.approx(plain[step], rel=1e-5)
+    states = [load_checkpoint(latest_checkpoint(runs[s])) for s in runs]
+    for name, value in states[0]["model"].items():
+        if "running_" in name or "num_batches_tracked" in name:
+            torch.testing.assert_close(states[1]["model"][name], value, rtol=1e-5, atol=1e-6)

@@ -112,7 +112,7 @@ TOY = ("model=i3d_tiny", "data.crop_size=32")
 
 
 def test_extended_cells_are_columns_beyond_the_paper_with_the_planners_memory(tmp_path, write_run):
-    from videogn.engine.memory_setup import resolve_checkpointing
+    from videogn.engine.memory_setup import config_memory
     from videogn.memory.estimate import GIB
 
     write_run(tmp_path / "a", "table8/gn_32x2_bs8", results=results_of(73.5, 91.0), extra=TOY)
@@ -123,11 +123,11 @@ def test_extended_cells_are_columns_beyond_the_paper_with_the_planners_memory(tm
     needs = {}
     for setting in ("none", "all"):
         cfg.trainer.activation_checkpointing = setting
-        needs[setting] = resolve_checkpointing(cfg, 8, estimate=True).bytes_per_gpu
+        needs[setting] = config_memory(cfg, 8).bytes_per_gpu
     cfg.trainer.activation_checkpointing = "auto"
     cfg.data.memory_budget_gb = (needs["none"] + needs["all"]) / 2 / GIB
     OmegaConf.save(cfg, run / "config.yaml")
-    memory = resolve_checkpointing(cfg, 8, estimate=True)
+    memory = config_memory(cfg, 8)
     assert memory.policy == "auto" and memory.stages and memory.bytes_per_gpu < needs["none"]
 
     text = report_table8(

@@ -1,28 +1,24 @@
-"""``trainer.activation_checkpointing`` and the planner's memory of a run, from its config.
+"""``trainer.activation_checkpointing`` and the planner's memory of a run.
 
-The builders call :func:`resolve_checkpointing` once the per-process batch is known and set
-the result on the model (``model.set_activation_checkpointing``); the Table 8 report calls
-:func:`planned_memory` for each cell. Both turn the config into plain arguments here, so that
-neither the model nor the memory planner sees a config.
+:func:`apply_activation_checkpointing` (called by ``build_trainer`` once the per-process batch
+is known) resolves the setting, ``auto`` included, and sets it on the model; the Table 8 report
+calls :func:`config_memory` for each cell. Both reduce to :func:`plan_run_memory`, which takes
+plain values, so that neither the model nor the memory planner sees a config.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from videogn.config import enum_value
 from videogn.engine.builders.model import build_model_spec
-from videogn.memory.checkpointing import (
-    AUTO,
-    choose_checkpointing,
-    parse_activation_checkpointing,
-    recompute_overhead,
-)
+from videogn.engine.builders.trainer import build_trainer_spec
+from videogn.memory.checkpointing import AUTO, choose_checkpointing, recompute_overhead
 from videogn.memory.estimate import GIB, MemoryEstimate, estimate_memory
 from videogn.memory.plan import cuda_budget_bytes
 
@@ -61,20 +57,9 @@ class RunMemory:
         return text
 
 
-def _planner_arguments(cfg: DictConfig) -> dict:
-    amp = enum_value(cfg.trainer.amp)
-    return dict(
-        num_frames=cfg.sampler.num_frames,
-        crop_size=cfg.data.crop_size,
-        dtype="fp32" if amp in (None, "none") else amp,
-        channels_last=bool(cfg.trainer.channels_last_3d),
-    )
-
-
-def _budget_bytes(cfg: DictConfig) -> int:
-    budget = cfg.data.memory_budget_gb
-    if budget is not None:
-        return int(budget * GIB)
+def _budget_bytes(budget_gb: float | None) -> int:
+    if budget_gb is not None:
+        return int(budget_gb * GIB)
     if not torch.cuda.is_available():
         raise ValueError(
             f"{KEY}=auto needs data.memory_budget_gb (GiB per device) when no CUDA device "
@@ -83,39 +68,76 @@ def _budget_bytes(cfg: DictConfig) -> int:
     return cuda_budget_bytes()
 
 
-def resolve_checkpointing(cfg: DictConfig, batch_size: int, *, estimate: bool = False) -> RunMemory:
-    """The stages to checkpoint for ``batch_size`` clips per process, from ``cfg``.
+def plan_run_memory(
+    model_kwargs: Mapping,
+    setting: tuple[str, ...] | str,
+    batch_size: int,
+    *,
+    num_frames: int,
+    crop_size: int,
+    amp: str,
+    channels_last: bool,
+    budget_gb: float | None,
+    estimate: bool = False,
+) -> RunMemory:
+    """The stages to checkpoint for ``batch_size`` clips per process.
 
-    ``auto`` estimates (that is how it chooses); other settings are estimated only when
-    ``estimate`` is true (the report's planned memory per GPU).
+    ``setting`` is parsed (:func:`videogn.memory.checkpointing.parse_activation_checkpointing`);
+    ``auto`` estimates (that is how it chooses), other settings only when ``estimate``.
 
     Raises:
-        ValueError: a bad setting (naming the key), or ``auto`` with nothing that fits.
+        ValueError: ``auto`` with no budget to fit, or with nothing that fits.
     """
-    setting = parse_activation_checkpointing(
-        cfg.trainer.get("activation_checkpointing", "none"), KEY
+    planner = dict(
+        num_frames=num_frames,
+        crop_size=crop_size,
+        dtype="fp32" if amp in (None, "none") else amp,
+        channels_last=channels_last,
     )
-    kwargs = build_model_spec(cfg.model, cfg.norm).kwargs
-    planner = _planner_arguments(cfg)
+    kwargs = dict(model_kwargs)
     if setting == AUTO:
-        choice = choose_checkpointing(
-            kwargs, batch_size=batch_size, budget_bytes=_budget_bytes(cfg), **planner
-        )
+        budget = _budget_bytes(budget_gb)
+        choice = choose_checkpointing(kwargs, batch_size=batch_size, budget_bytes=budget, **planner)
         stages, policy, estimated = choice.stages, AUTO, choice.estimate
     else:
-        stages, policy, estimated = setting, "given" if setting else "none", None
+        stages, policy, estimated = tuple(setting), "given" if setting else "none", None
         if estimate:
             estimated = estimate_memory(kwargs | {"activation_checkpointing": stages}, **planner)
     extra = None
     if estimated is not None:
-        extra = recompute_overhead(kwargs, planner["num_frames"], planner["crop_size"], stages)
+        extra = recompute_overhead(kwargs, num_frames, crop_size, stages)
     return RunMemory(stages, policy, estimated, batch_size, extra)
 
 
-def apply_activation_checkpointing(cfg: DictConfig, model: nn.Module, batch_size: int) -> RunMemory:
-    """Resolve ``trainer.activation_checkpointing`` for ``batch_size`` clips per process, set it
-    on ``model`` (bare or DDP-wrapped) and log what was chosen."""
-    memory = resolve_checkpointing(cfg, batch_size)
+def config_memory(cfg: DictConfig, batch_size: int, *, estimate: bool = True) -> RunMemory:
+    """:func:`plan_run_memory` of a composed or recorded training config (its group builders)."""
+    trainer = build_trainer_spec(cfg.trainer)
+    return plan_run_memory(
+        build_model_spec(cfg.model, cfg.norm).kwargs,
+        trainer.activation_checkpointing,
+        batch_size,
+        num_frames=cfg.sampler.num_frames,
+        crop_size=cfg.data.crop_size,
+        amp=trainer.amp,
+        channels_last=trainer.channels_last_3d,
+        budget_gb=cfg.data.memory_budget_gb,
+        estimate=estimate,
+    )
+
+
+def apply_activation_checkpointing(spec, model: nn.Module, batch_size: int) -> RunMemory:
+    """Resolve the run's activation checkpointing for ``batch_size`` clips per process, set it
+    on ``model`` (bare or DDP-wrapped) and log what was chosen. ``spec``: a ``RunSpec``."""
+    memory = plan_run_memory(
+        spec.model.kwargs,
+        spec.trainer.activation_checkpointing,
+        batch_size,
+        num_frames=spec.samplers.train.num_frames,
+        crop_size=spec.data.train_transform.crop_size,
+        amp=spec.trainer.amp,
+        channels_last=spec.trainer.channels_last_3d,
+        budget_gb=spec.data.batch.memory_budget_gb,
+    )
     bare = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     if not hasattr(bare, "set_activation_checkpointing"):
         if memory.stages:

@@ -14,7 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
 from videogn.config import CONFIG_DIR, register_configs
-from videogn.engine.memory_setup import resolve_checkpointing
+from videogn.engine.memory_setup import config_memory
 from videogn.engine.run import RESOLVED_CONFIG
 from videogn.memory.estimate import GIB
 from videogn.sweep.cells import Cell
@@ -35,7 +35,7 @@ def experiment_config(cell: Cell) -> DictConfig:
 
 def planned_memory_note(cfg: DictConfig, batch_size: int) -> str:
     """ "planner: X GiB/GPU" for ``batch_size`` clips per GPU, with the checkpointed stages."""
-    memory = resolve_checkpointing(cfg, batch_size, estimate=True)
+    memory = config_memory(cfg, batch_size)
     text = f"planner: {memory.bytes_per_gpu / GIB:.2f} GiB/GPU"
     if memory.stages:
         how = "auto" if memory.policy == "auto" else "given"

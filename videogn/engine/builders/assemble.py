@@ -21,6 +21,7 @@ from videogn.engine.hooks import (
     PreciseBNHook,
     PreemptionHook,
 )
+from videogn.engine.memory_setup import apply_activation_checkpointing
 from videogn.engine.optim import build_scheduler
 from videogn.engine.sampling import ResumableTrainSampler
 from videogn.engine.trainer import Trainer, TrainOptions
@@ -159,6 +160,7 @@ def build_trainer(
 ) -> Trainer:
     """Everything around the model: loaders, optimizer, schedule, scaler, hooks."""
     per_device, accumulation = resolve_batch(spec, dist)
+    apply_activation_checkpointing(spec, model, per_device)  # "auto" needs the batch
     (make_loader, batches_per_epoch), (make_bn_loader, _) = (
         train_loader_factory(train_dataset, batch_size=per_device,
                              num_workers=spec.data.num_workers, dist=dist)

@@ -8,6 +8,7 @@ import torch
 from omegaconf import DictConfig
 
 from videogn.config import enum_value
+from videogn.memory.checkpointing import parse_activation_checkpointing
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -32,6 +33,8 @@ class TrainerSpec:
     val_videos: int | None = None
     cudnn_benchmark: bool = True
     tf32: bool = False
+    # Stages to recompute in backward, or "auto" (resolved once the batch is known).
+    activation_checkpointing: tuple[str, ...] | str = ()
 
     @property
     def amp_dtype(self) -> torch.dtype | None:
@@ -60,4 +63,7 @@ def build_trainer_spec(trainer_cfg: DictConfig) -> TrainerSpec:
         val_videos=t.val_videos,
         cudnn_benchmark=t.cudnn_benchmark,
         tf32=t.tf32,
+        activation_checkpointing=parse_activation_checkpointing(
+            t.get("activation_checkpointing", "none")
+        ),
     )
