@@ -59,8 +59,8 @@ def test_unknown_and_invalid_parameters_are_named(tmp_path):
 
 
 def test_task_changes_from_the_command_line():
-    from videogn.cli.sweep import _task_changes
+    from videogn.cli.sweep import _key_values
 
-    assert _task_changes(["event_gap=4", "tint=0.5"]) == {"event_gap": 4, "tint": 0.5}
-    with pytest.raises(SystemExit, match="KEY=VALUE"):
-        _task_changes(["event_gap"])
+    assert _key_values(["event_gap=4", "tint=0.5"], "--task") == {"event_gap": 4, "tint": 0.5}
+    with pytest.raises(SystemExit, match="--task expects KEY=VALUE"):
+        _key_values(["event_gap"], "--task")
