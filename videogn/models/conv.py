@@ -26,16 +26,17 @@ from torch import nn
 
 
 @functools.cache
+def _cpu_has_onednn_bf16_kernels() -> bool:
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def cpu_bf16_conv_uses_avx512_kernels() -> bool:
     """True when oneDNN runs bfloat16 CPU convolutions with its AVX-512 kernels, the ones
     with the wrong weight gradient. Decided from the CPU, not by running the kernel: a run
     can corrupt the heap, so the live check (:func:`probe_cpu_bf16_conv_weight_grad`) is for
-    a throwaway process such as ``videogn-doctor``'s."""
-    return (
-        torch.backends.mkldnn.is_available()
-        and torch.backends.mkldnn.enabled
-        and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    )
+    a throwaway process such as ``videogn-doctor``'s. Only the hardware answer is cached:
+    ``torch.backends.mkldnn.enabled`` can be switched at any time and is read each call."""
+    return torch.backends.mkldnn.enabled and _cpu_has_onednn_bf16_kernels()
 
 
 def probe_cpu_bf16_conv_weight_grad() -> bool:
