@@ -247,6 +247,13 @@ def restore_run(
     spec = build_run_spec(OmegaConf.merge(OmegaConf.structured(TrainConfig), state["config"],
                                           overrides))  # fmt: skip
     dist = dist or distributed.init_distributed(spec.device)
+    # The run's kernel switches: torch's default lets cuDNN convolutions use TF32, which a
+    # run trained with trainer.tf32=false (the default) must not be tested with.
+    configure_numerics(
+        deterministic=spec.deterministic,
+        cudnn_benchmark=spec.trainer.cudnn_benchmark,
+        tf32=spec.trainer.tf32,
+    )
     workers = spec.test.num_workers if loader_workers is None else loader_workers
     set_cpu_threads(spec.trainer.num_threads, workers, dist.device)
     model = spec.model.create(pretrained=False)
