@@ -55,7 +55,7 @@ def test_scores_are_the_runs_own_multi_view_test(run_dir, shared_videos, capsys)
     status, out = predict_json(capsys, *videos, f"checkpoint={run_dir}", "top_k=4")
     assert status == 0 and [r["video"] for r in out["results"]] == videos
     run = restore_run(run_dir, dist=DistInfo(), loader_workers=0)
-    assert "3 clips x 1 crops of 8x2 frames, mean of softmax" in out["protocol"]
+    assert "3 clips x 1 crop of 8x2 frames, mean of softmax" in out["protocol"]
     records = [VideoRecord(v, 0) for v in videos]
     dataset = run.spec.data.test_dataset(records, run.spec.samplers.test, run.spec.test_transform())
     engine = evaluate_shard(run.model, dataset, [0, 1], device=torch.device("cpu"),
@@ -71,6 +71,14 @@ def test_scores_are_the_runs_own_multi_view_test(run_dir, shared_videos, capsys)
     assert {p["class"] for p in out["results"][0]["predictions"]} == set(
         Path(run.spec.data.resolve(run.dist).classes_file).read_text().split()
     )
+
+
+def test_full_frame_protocol_is_named(run_dir, shared_videos, capsys):
+    """The Kinetics/Table 8 runs test on the full frame: the header says so (not "full crops")."""
+    video = str(shared_videos / GOOD[1])
+    status, out = predict_json(capsys, video, f"checkpoint={run_dir}", "test.num_crops=full")
+    assert status == 0 and out["results"][0]["views"] == 3
+    assert "3 clips x the full frame of 8x2 frames" in out["protocol"]
 
 
 def test_text_output_names_classes_from_a_file_and_reports_bad_videos(

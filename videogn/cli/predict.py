@@ -21,6 +21,7 @@ from functools import partial
 import torch
 
 from videogn.data.lists import VideoRecord, read_classes
+from videogn.data.transforms import describe_views
 from videogn.engine import distributed
 from videogn.engine.evaluate import AGGREGATIONS, score_views
 from videogn.engine.run import RestoredRun, input_preparation, restore_run
@@ -123,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     results = predict(run, flags.videos, class_names(run, options["classes"]), options["top_k"])
     t = run.spec.test
     protocol = (
-        f"{run.checkpoint} (iteration {run.iteration}): {t.num_clips} clips x {t.num_crops} "
-        f"crops of {run.spec.samplers.clip} frames, {t.aggregate} of softmax"
+        f"{run.checkpoint} (iteration {run.iteration}): {t.num_clips} clips x "
+        f"{describe_views(t.num_crops)} of {run.spec.samplers.clip} frames, "
+        f"{t.aggregate} of softmax"
     )
     if flags.json:
         print(json.dumps({"checkpoint": str(run.checkpoint), "protocol": protocol,
