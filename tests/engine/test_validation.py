@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from videogn.engine.builders.assemble import train_loader_factory
 from videogn.engine.distributed import DistInfo, shard_indices
-from videogn.engine.hooks import MetricsLogger
+from videogn.engine.hooks import MetricsLogger, PreciseBNHook
 from videogn.engine.metrics import read_metrics
 from videogn.engine.optim import StepWarmupSchedule, build_scheduler, build_sgd
 from videogn.engine.trainer import Trainer, TrainOptions
@@ -42,7 +42,7 @@ class ColourClips(Dataset):
         return {"clip": clip, "label": label, "index": i}
 
 
-def make_trainer(run_dir, validation: ValidationHook | None) -> Trainer:
+def make_trainer(run_dir, validation: ValidationHook | None, precise_bn=None) -> Trainer:
     torch.manual_seed(0)
     model = create_model(
         "i3d_r50", norm="bn", num_classes=4, base_width=8, stage_depths=(1, 1, 1, 1), dropout=0.5
@@ -62,7 +62,11 @@ def make_trainer(run_dir, validation: ValidationHook | None) -> Trainer:
         options=TrainOptions(
             total_iterations=2 * batches, iterations_per_epoch=batches, clips_per_iteration=4
         ),
-        hooks=[MetricsLogger(period=2, progress_bar=False), *([validation] if validation else [])],
+        hooks=[
+            MetricsLogger(period=2, progress_bar=False),
+            *([precise_bn] if precise_bn else []),
+            *([validation] if validation else []),
+        ],
     )
 
 
@@ -89,6 +93,41 @@ def test_rows_at_every_period_and_at_the_end_without_changing_training(tmp_path)
         assert torch.equal(trained[name], value), name
     train_rows = read_metrics(tmp_path / "val" / "metrics.jsonl", "train")
     assert all(r["top1_err"] == pytest.approx(100 - r["top1"]) for r in train_rows)
+
+
+class StatisticsSeen(ValidationHook):
+    """The validation hook, noting the BN running mean each run validates with."""
+
+    def validate(self) -> dict:
+        bn = next(m for m in self.trainer.model.modules() if isinstance(m, nn.BatchNorm3d))
+        self.seen[self.trainer.position.global_iteration] = bn.running_mean.clone()
+        return super().validate()
+
+
+class PreciseBNNoted(PreciseBNHook):
+    """Precise BN, noting the BN running mean it leaves at each epoch's end."""
+
+    def after_epoch(self):
+        super().after_epoch()
+        bn = next(m for m in self.trainer.model.modules() if isinstance(m, nn.BatchNorm3d))
+        self.left.append(bn.running_mean.clone())
+
+
+def test_a_period_ending_an_epoch_validates_after_precise_bn(tmp_path):
+    """With val_period a multiple of the epoch (Kinetics, Table 8), the point is the model
+    the epoch's checkpoint holds: precise BN's statistics, not the running averages."""
+    hook = StatisticsSeen(ColourClips(12, seed=7), range(12), num_videos=12, period=4,
+                          batch_size=6)  # fmt: skip
+    hook.seen = {}
+    bn_clips = torch.stack([ColourClips(8, seed=3)[i]["clip"] for i in range(4)])
+    precise_bn = PreciseBNNoted(lambda epoch, seed: [bn_clips], num_batches=1)
+    precise_bn.left = []
+    trainer = make_trainer(tmp_path, hook, precise_bn)
+    assert trainer.fit() == "finished"  # 2 epochs of 4 iterations
+    assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl", "val")] == [4, 8]
+    assert sorted(hook.seen) == [4, 8]
+    for step, left in zip((4, 8), precise_bn.left, strict=True):
+        assert torch.equal(hook.seen[step], left), step
 
 
 def test_the_subset_is_fixed_by_the_seed_and_drawn_from_the_whole_list():

@@ -154,9 +154,23 @@ class ValidationHook(HookBase):
     # ----------------------------------------------------------------------- hook points
     def after_step(self) -> None:
         self.train_top1.append(self.trainer.last_stats["top1"])
-        if self.trainer.status == "preempted":
+        trainer = self.trainer
+        if trainer.status == "preempted":
             return  # a preempted run leaves at once; it resumes later
-        if self.trainer.position.global_iteration % self.period == 0:
+        if trainer.position.global_iteration % self.period:
+            return
+        if (
+            trainer.status == "running"
+            and trainer.position.iteration_in_epoch == trainer.epoch_stop
+        ):
+            return  # the epoch's last step: validated in after_epoch, after precise BN
+        self.validate()
+
+    def after_epoch(self) -> None:
+        """A period that ends with the epoch is validated here, after the hooks before this one
+        (precise BN): the model that the epoch's checkpoint holds, as PySlowFast validates."""
+        step = self.trainer.position.global_iteration
+        if step % self.period == 0 and self.last_validated != step:
             self.validate()
 
     def after_train(self) -> None:
