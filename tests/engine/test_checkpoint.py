@@ -136,6 +136,19 @@ def test_resume_falls_back_to_the_newest_valid_checkpoint(tmp_path, caplog):
     assert find_resume_checkpoint("never", tmp_path) is None
 
 
+def test_pruning_after_a_fallback_never_deletes_the_new_checkpoint(tmp_path):
+    """Resumed from iteration 4 past a torn iteration 6, the run saves at 5 with keep=1: the
+    torn file must not count as the newest one kept, or the valid one just written goes."""
+    state = training_state(toy_model())
+    for iteration in (4, 6):
+        save_checkpoint(state, tmp_path, iteration, keep=0)
+    cut(tmp_path / "checkpoints" / "iter_00000006.pt", 0.5)
+    assert find_resume_checkpoint("auto", tmp_path)[0].name == "iter_00000004.pt"
+    written = save_checkpoint(state, tmp_path, 5, keep=1)
+    assert written.is_file() and not (tmp_path / "checkpoints" / "iter_00000004.pt").exists()
+    assert find_resume_checkpoint("auto", tmp_path)[0] == written  # a later preemption resumes
+
+
 def test_resume_with_no_valid_checkpoint_lists_every_file(tmp_path):
     assert find_resume_checkpoint("auto", tmp_path) is None  # a new run: nothing to resume
     path = save_checkpoint(training_state(toy_model()), tmp_path, 3, keep=0)

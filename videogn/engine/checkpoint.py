@@ -79,8 +79,11 @@ def save_checkpoint(state: dict, run_dir: str | Path, global_iteration: int, kee
     path = checkpoint_path(run_dir, global_iteration)
     atomic_save(state, path)
     if keep > 0:
+        # Never the file just written: after a resume that skipped a torn later file, that
+        # file sorts newest, and with keep=1 the valid checkpoint would go instead of it.
         for old in list_checkpoints(run_dir)[:-keep]:
-            old.unlink(missing_ok=True)
+            if old != path:
+                old.unlink(missing_ok=True)
     return path
 
 
