@@ -11,8 +11,10 @@ these objects.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import enum
+import logging
 import sys
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -24,6 +26,8 @@ from omegaconf import II, MISSING
 from videogn.data.decoders import BACKENDS
 from videogn.models.factory import MODELS
 from videogn.models.norm import GN_DEFAULT_GROUPS, NORM_BUILDERS
+
+logger = logging.getLogger(__name__)
 
 # conf/ sits beside the package in the repository (an editable install finds it there).
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -243,6 +247,21 @@ def enum_value(value: Any) -> Any:
 MOVED_KEYS: dict[str, str] = {
     "optim.weight_decay_norm": "optim.norm_weight_decay",  # a bool became the decay itself
 }
+
+
+def drop_moved_keys(recorded: dict) -> dict:
+    """A copy of a config recorded in a checkpoint without the keys that have moved since, so
+    that a run from before a move can still be restored (its test needs none of them)."""
+    recorded = copy.deepcopy(recorded)
+    for key in MOVED_KEYS:
+        *groups, name = key.split(".")
+        node = recorded
+        for group in groups:
+            node = node.get(group) if isinstance(node, dict) else None
+        if isinstance(node, dict) and name in node:
+            del node[name]
+            logger.info("recorded config: '%s' (now '%s') left out", key, MOVED_KEYS[key])
+    return recorded
 
 
 def check_override_keys(overrides: list[str], schema: type = TrainConfig) -> None:

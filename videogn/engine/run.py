@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from videogn.config import TrainConfig
+from videogn.config import TrainConfig, drop_moved_keys
 from videogn.data.transforms import describe_views
 from videogn.engine import distributed
 from videogn.engine.builders import RunSpec, build_run_spec
@@ -244,8 +244,8 @@ def restore_run(
     path, state = load_designated_checkpoint(checkpoint, required=("model", "config"))
     if isinstance(overrides, (list, tuple)):
         overrides = OmegaConf.from_dotlist(list(overrides))
-    spec = build_run_spec(OmegaConf.merge(OmegaConf.structured(TrainConfig), state["config"],
-                                          overrides))  # fmt: skip
+    recorded = drop_moved_keys(state["config"])  # a run from before a key moved
+    spec = build_run_spec(OmegaConf.merge(OmegaConf.structured(TrainConfig), recorded, overrides))
     dist = dist or distributed.init_distributed(spec.device)
     # The run's kernel switches: torch's default lets cuDNN convolutions use TF32, which a
     # run trained with trainer.tf32=false (the default) must not be tested with.
