@@ -30,7 +30,7 @@ import numpy as np
 
 from videogn.data.video_writer import write_video
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: x264 without mbtree, bit-reproducible (see video_writer.py)
 DIRECTIONS = {  # name: (dy, dx); opposite pairs first, so 4 classes = right/left x 2 orders
     "right": (0, 1),
     "left": (0, -1),

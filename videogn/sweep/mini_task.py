@@ -31,7 +31,7 @@ from videogn.data.demo import (
     make_spec,
 )
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: x264 without mbtree, bit-reproducible (see video_writer.py)
 DISTRACTOR_TINTS = ((40, 200, 40), (230, 220, 40))
 
 
