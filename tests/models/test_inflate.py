@@ -17,12 +17,12 @@ import pytest
 import torch
 from torch import nn
 from torchvision.models import resnet50
-from torchvision.models.resnet import Bottleneck as Bottleneck2d
 
 import videogn
 from videogn.cli.inflate import main as inflate_main
 from videogn.models.checkpoint_sources import map_key, read_checkpoint
 from videogn.models.inflate import inflate_conv_weight, load_pretrained
+from videogn.sweep.pretrain2d import ResNet2d
 
 EQUAL = 1e-9  # relative to the largest 2D value; float64 reaches 1e-12 or better
 STAGES = ("stem", "res2", "pool2", "res3", "res4", "res5")
@@ -44,36 +44,6 @@ def randomize_norms_(net: nn.Module, seed: int) -> nn.Module:
                 m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.2)
                 m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) * 1.5 + 0.5)
     return net
-
-
-class ToyResNet2d(nn.Module):
-    """torchvision's ResNet layout (same state-dict keys) at a toy width and depth."""
-
-    def __init__(self, width=8, depths=(1, 1, 1, 1), norm_layer=nn.BatchNorm2d, num_classes=5):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
-        self.bn1 = norm_layer(width)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
-        inplanes = width
-        for i, n in enumerate(depths):
-            planes, blocks = width * 2**i, []
-            for j in range(n):
-                stride = 2 if i > 0 and j == 0 else 1
-                down = None
-                if j == 0:
-                    down = nn.Sequential(
-                        nn.Conv2d(inplanes, planes * 4, 1, stride, bias=False),
-                        norm_layer(planes * 4),
-                    )
-                blocks.append(Bottleneck2d(inplanes, planes, stride, down, norm_layer=norm_layer))
-                inplanes = planes * 4
-            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
-        self.fc = nn.Linear(inplanes, num_classes)
-
-    def forward(self, x):
-        x = stage_features_2d(self, x)["res5"]
-        return self.fc(x.mean((2, 3)))
 
 
 def stage_features_2d(net: nn.Module, image: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -287,10 +257,12 @@ def test_mean_inflation_equals_2d_exactly_on_the_derived_frames(resnet50_2d, nor
 TOY_I3D = {"base_width": 8, "stage_depths": (1, 1, 1, 1)}
 
 
-def toy_2d(norm: str, num_classes: int = 5, seed: int = 0) -> ToyResNet2d:
+def toy_2d(norm: str, num_classes: int = 5, seed: int = 0) -> ResNet2d:
     torch.manual_seed(seed)
     norm_layer = nn.BatchNorm2d if norm == "bn" else (lambda c: nn.GroupNorm(4, c))
-    return randomize_norms_(ToyResNet2d(norm_layer=norm_layer, num_classes=num_classes), seed)
+    # The 2D net the mini study pretrains: torchvision's layout at the toy I3D's shape.
+    net = ResNet2d(width=8, depths=(1, 1, 1, 1), norm_layer=norm_layer, num_classes=num_classes)
+    return randomize_norms_(net, seed)
 
 
 def toy_i3d(norm: str, num_classes: int = 5, **kw) -> nn.Module:
