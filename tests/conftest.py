@@ -7,6 +7,7 @@ exists for developers and CI, not for users, so tests that need it skip with a r
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,27 @@ def shared_videos(shared_dir: Path) -> Path:
     if not (videos / "MANIFEST.md").is_file():
         pytest.skip(f"{videos} has no MANIFEST.md: the real test videos are missing")
     return videos
+
+
+# Run first in a child interpreter, it makes `import decord` fail as it does on a platform
+# decord has no wheel for (a `sys.meta_path` finder refuses the name): no mock of the backend.
+WITHOUT_DECORD = textwrap.dedent(
+    """
+    import sys
+
+    class _DecordNotInstalled:
+        def find_spec(self, name, path=None, target=None):
+            if name.partition(".")[0] == "decord":
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+            return None
+
+    sys.modules.pop("decord", None)
+    sys.meta_path.insert(0, _DecordNotInstalled())
+    """
+)
+
+
+@pytest.fixture(scope="session")
+def without_decord() -> str:
+    """Python source to prepend to a child's code so that decord is not installed there."""
+    return WITHOUT_DECORD

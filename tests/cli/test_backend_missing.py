@@ -16,26 +16,18 @@ HINT = (
     "decord is not installed (it ships wheels for x86-64 Linux/Windows only); pip install "
     "decord, or use the pyav backend (data.backend=pyav)"
 )
-# Runs `python -m MODULE ARGS...` in an interpreter whose import system cannot find decord.
-HIDE_DECORD = textwrap.dedent(
+# After the conftest's WITHOUT_DECORD prelude: runs `python -m MODULE ARGS...` in that child.
+RUN_MODULE = textwrap.dedent(
     """
     import runpy, sys
 
-    class _DecordNotInstalled:
-        def find_spec(self, name, path=None, target=None):
-            if name.partition(".")[0] == "decord":
-                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-            return None
-
-    sys.modules.pop("decord", None)
-    sys.meta_path.insert(0, _DecordNotInstalled())
     module, sys.argv = sys.argv[1], sys.argv[1:]
     runpy.run_module(module, run_name="__main__")
     """
 )
 
 
-def test_train_without_decord_names_the_fix(tmp_path):
+def test_train_without_decord_names_the_fix(tmp_path, without_decord):
     demo = {
         "train_videos_per_class": 1,
         "val_videos_per_class": 1,
@@ -53,7 +45,7 @@ def test_train_without_decord_names_the_fix(tmp_path):
         "data.backend=decord",
     ]
     child = subprocess.run(
-        [sys.executable, "-c", HIDE_DECORD, "videogn.cli.train", *overrides],
+        [sys.executable, "-c", without_decord + RUN_MODULE, "videogn.cli.train", *overrides],
         capture_output=True,
         text=True,
         timeout=300,
@@ -65,12 +57,12 @@ def test_train_without_decord_names_the_fix(tmp_path):
     assert not list((tmp_path / "run").rglob("*.pt"))  # ... and stopped before any training
 
 
-def test_data_check_without_decord_names_the_fix(tmp_path):
+def test_data_check_without_decord_names_the_fix(tmp_path, without_decord):
     listing = tmp_path / "list.txt"
     listing.write_text("missing.mp4 0\n")
     child = subprocess.run(
-        [sys.executable, "-c", HIDE_DECORD, "videogn.cli.data", "check", str(listing),
-         "--backend", "decord", "--no-progress"],
+        [sys.executable, "-c", without_decord + RUN_MODULE, "videogn.cli.data", "check",
+         str(listing), "--backend", "decord", "--no-progress"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert child.returncode == 2, child.stderr

@@ -17,26 +17,10 @@ from videogn.data.decoders import BACKENDS, get_backend, open_video
 from videogn.data.decord_backend import DecordReader
 from videogn.data.pyav_backend import PyAVReader
 
-# Prepended to a child's code: from here on `import decord` fails as if it were not installed.
-WITHOUT_DECORD = textwrap.dedent(
-    """
-    import sys
 
-    class _DecordNotInstalled:
-        def find_spec(self, name, path=None, target=None):
-            if name.partition(".")[0] == "decord":
-                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-            return None
-
-    sys.modules.pop("decord", None)
-    sys.meta_path.insert(0, _DecordNotInstalled())
-    """
-)
-
-
-def run_without_decord(code: str) -> subprocess.CompletedProcess:
+def run_without_decord(prelude: str, code: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", WITHOUT_DECORD + textwrap.dedent(code)],
+        [sys.executable, "-c", prelude + textwrap.dedent(code)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -57,8 +41,11 @@ def test_unknown_backend_lists_the_valid_choices(odd_videos):
         open_video(odd_videos["normal.mp4"], backend="opencv")
 
 
-def test_missing_decord_fails_with_an_install_hint_wherever_the_backend_is_chosen(odd_videos):
+def test_missing_decord_fails_with_an_install_hint_wherever_the_backend_is_chosen(
+    odd_videos, without_decord
+):
     child = run_without_decord(
+        without_decord,
         f"""
         from videogn.data.check import check_videos
         from videogn.data.dataset import VideoClipDataset, VideoTestDataset
@@ -87,7 +74,7 @@ def test_missing_decord_fails_with_an_install_hint_wherever_the_backend_is_chose
             else:
                 raise SystemExit(f"{{where}}: no error without decord")
         assert "decord" not in sys.modules
-        """
+        """,
     )
     assert child.returncode == 0, child.stderr
     lines = child.stdout.strip().splitlines()
