@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("VIDEOGN_SHARED", REPO_ROOT.parent / "shared"))
@@ -60,3 +61,27 @@ WITHOUT_DECORD = textwrap.dedent(
 def without_decord() -> str:
     """Python source to prepend to a child's code so that decord is not installed there."""
     return WITHOUT_DECORD
+
+
+@pytest.fixture
+def run_on_two_ranks(tmp_path):
+    """``run(target)`` starts ``target(rank, 2, init_file, queue)`` in two spawned processes
+    (a real gloo pair rendezvousing through a file) and returns ``{rank: value}`` of the
+    ``(rank, value)`` pairs they put on the queue; each must exit 0."""
+
+    def run(target) -> dict:
+        context = mp.get_context("spawn")
+        queue = context.Queue()
+        init_file = str(tmp_path / "rendezvous")
+        processes = [
+            context.Process(target=target, args=(rank, 2, init_file, queue)) for rank in range(2)
+        ]
+        for process in processes:
+            process.start()
+        results = dict(queue.get(timeout=120) for _ in processes)
+        for process in processes:
+            process.join(timeout=60)
+            assert process.exitcode == 0
+        return results
+
+    return run

@@ -9,7 +9,6 @@ import logging
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
@@ -126,22 +125,11 @@ def _precise_bn_on_rank(rank: int, world: int, init_file: str, queue) -> None:
 
 
 @pytest.mark.slow
-def test_two_gloo_ranks_give_the_moments_of_every_rank_s_batches(tmp_path):
+def test_two_gloo_ranks_give_the_moments_of_every_rank_s_batches(run_on_two_ranks):
     """Across ranks too: the statistics of all batches of both ranks, concatenated."""
     model = two_bn_model()
     (_, var1), (mean2, _) = exact_input_moments(model, shifted_batches((4, 1, 7, 2, 3)))
-    context = mp.get_context("spawn")
-    queue = context.Queue()
-    processes = [
-        context.Process(target=_precise_bn_on_rank, args=(r, 2, str(tmp_path / "init"), queue))
-        for r in range(2)
-    ]
-    for process in processes:
-        process.start()
-    results = dict(queue.get(timeout=120) for _ in processes)
-    for process in processes:
-        process.join(timeout=60)
-        assert process.exitcode == 0
+    results = run_on_two_ranks(_precise_bn_on_rank)
     for rank in (0, 1):
         running_var1, running_mean2 = (torch.tensor(v) for v in results[rank])
         torch.testing.assert_close(running_var1, var1.float(), rtol=1e-5, atol=1e-5)

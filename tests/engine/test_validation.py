@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -170,21 +169,9 @@ def _count_on_rank(rank: int, world: int, init_file: str, queue) -> None:
 
 
 @pytest.mark.slow
-def test_hits_summed_over_two_gloo_ranks_equal_one_process(tmp_path):
+def test_hits_summed_over_two_gloo_ranks_equal_one_process(run_on_two_ranks):
     model = linear_model()
     expected = count_hits(model, batches_of(ColourClips(11), range(11)), model, "cpu").tolist()
     assert expected[2] == 11
-    context = mp.get_context("spawn")
-    queue = context.Queue()
-    init_file = str(tmp_path / "rendezvous")
-    processes = [
-        context.Process(target=_count_on_rank, args=(rank, 2, init_file, queue))
-        for rank in range(2)
-    ]
-    for process in processes:
-        process.start()
-    results = dict(queue.get(timeout=120) for _ in processes)
-    for process in processes:
-        process.join(timeout=60)
-        assert process.exitcode == 0
+    results = run_on_two_ranks(_count_on_rank)
     assert results[0] == results[1] == expected
