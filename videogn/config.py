@@ -192,6 +192,12 @@ class TrainerConfig:
     # TF32 float32 convolutions/matmuls on Ampere+ GPUs: faster, but not the fp32 arithmetic
     # the paper's numbers come from; off by default (see videogn/engine/numerics.py).
     tf32: bool = False
+    # How long a collective waits for a missing process before it fails (a peer that died or
+    # hangs): the survivors then exit, and torchrun --max-restarts restarts the job.
+    collective_timeout_s: float = 1800.0
+    # SLURM: requeues of the job after a time-limit signal (SIGUSR1/SIGUSR2) before it ends
+    # instead (SLURM_RESTART_COUNT counts them; see videogn/engine/requeue.py).
+    max_requeues: int = 10
 
 
 @dataclass

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from videogn.config import CONFIG_DIR, exit_on_bad_overrides, register_configs
 from videogn.data.transforms import describe_views
 from videogn.engine import distributed
+from videogn.engine.faults import RunInterrupted
 from videogn.engine.guards import NonFiniteLossError
 from videogn.engine.run import train
 
@@ -51,6 +52,8 @@ def format_summary(summary: dict, seconds: float) -> str:
             f"  {test['videos_evaluated']} of {test['videos_listed']} videos evaluated, "
             f"{test['videos_failed']} failed",
         ]
+    elif summary.get("requeued"):
+        lines.append("stopped by the time-limit signal; the requeued SLURM job resumes the run")
     elif summary["status"] == "preempted":
         lines.append(
             f"stopped by a signal; rerun the same command with hydra.run.dir={run_dir} to resume"
@@ -78,6 +81,10 @@ def hydra_main(cfg: DictConfig) -> None:
     except NonFiniteLossError as e:
         logger.error("%s", e)
         sys.exit(EXIT_NON_FINITE)
+    except RunInterrupted as e:
+        # Non-zero, so that torchrun --max-restarts restarts the job and it resumes by itself.
+        logger.error("%s", e)
+        sys.exit(e.exit_code)
     finally:
         # No barrier after a failure: a peer may be gone, and the barrier would wait for it.
         distributed.shutdown_distributed(synchronize=finished)

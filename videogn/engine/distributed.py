@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -90,8 +91,36 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
-def init_distributed(device: str = "auto") -> DistInfo:
-    """Join the process group if launched by torchrun/SLURM (gloo on CPU, nccl on GPU)."""
+# torchrun's elastic agent keeps one TCP store for every attempt of a job (torch >= 2.4 shares
+# the rendezvous store with the workers). Its keys outlive the workers that wrote them.
+_agent_store: dist.Store | None = None
+
+
+def elastic_attempt() -> int:
+    """Which attempt of a torchrun job this worker belongs to (0 first, then 1 per restart)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+
+
+def _connect_agent_store(timeout: timedelta) -> dist.Store | None:
+    """A client of the elastic agent's store, or None when not launched by torchrun."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != str(True):
+        return None
+    return dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        is_master=False,
+        timeout=timeout,
+    )
+
+
+def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistInfo:
+    """Join the process group if launched by torchrun/SLURM (gloo on CPU, nccl on GPU).
+
+    Args:
+        timeout_s: how long a collective waits for a missing peer before it fails, so a rank
+            whose peer died (or hangs) ends instead of waiting forever.
+    """
+    global _agent_store
     env_from_slurm()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -100,9 +129,31 @@ def init_distributed(device: str = "auto") -> DistInfo:
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if torch_device.type == "cuda" else "gloo"
         kwargs = {"device_id": torch_device} if backend == "nccl" else {}
-        dist.init_process_group(backend=backend, init_method="env://", **kwargs)
+        timeout = timedelta(seconds=timeout_s)
+        _agent_store = _connect_agent_store(timeout)
+        if _agent_store is not None:
+            # A restarted worker would otherwise find the previous attempt's gloo/NCCL
+            # addresses in the agent's store (the keys are the same each attempt) and try to
+            # connect to dead workers: "connectFullMesh failed", or a hang. One key space per
+            # attempt gives every restart a fresh rendezvous.
+            store = dist.PrefixStore(f"videogn/attempt_{elastic_attempt()}", _agent_store)
+            kwargs.update(store=store, rank=rank, world_size=world_size)
+        else:
+            kwargs.update(init_method="env://")
+        dist.init_process_group(backend=backend, timeout=timeout, **kwargs)
         logger.info("rank %d/%d joined the %s process group", rank, world_size, backend)
     return DistInfo(rank, world_size, local_rank, torch_device)
+
+
+def first_attempt_value(key: str, value: str) -> str:
+    """``value`` as the first attempt of this torchrun job recorded it under ``key`` (recording
+    it if this is the first): e.g. the run directory, which a restarted worker must reuse
+    although hydra names a new one. Outside torchrun, ``value`` itself."""
+    if _agent_store is None:
+        return value
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "")
+    recorded = _agent_store.compare_set(f"videogn/job_{run_id}/{key}", "", value)
+    return recorded.decode() if isinstance(recorded, bytes) else recorded
 
 
 def shutdown_distributed(synchronize: bool = False) -> None:

@@ -13,11 +13,12 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
-PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+# SIGUSR2: the time-limit warning hydra-submitit-launcher asks SLURM for (submitit's default).
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
 class PreemptionHandler:
-    """Turns SIGTERM / SIGUSR1 into a flag the training loop checks between iterations.
+    """Turns SIGTERM / SIGUSR1 / SIGUSR2 into a flag the training loop checks between iterations.
 
     The loop then saves a checkpoint and returns, instead of dying mid-write. Handlers are
     installed on ``__enter__`` and the previous ones restored on ``__exit__``, so the signals

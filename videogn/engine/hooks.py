@@ -66,7 +66,7 @@ class HookBase:
 
 
 class PreemptionHook(HookBase):
-    """SIGTERM / SIGUSR1 end the run after the current iteration, with a checkpoint.
+    """SIGTERM / SIGUSR1 / SIGUSR2 end the run after the current iteration, with a checkpoint.
 
     The request travels in the step's all-reduce (``trainer.stop_requested``), so every rank
     stops at the same iteration; the signal handlers are only installed while training.
@@ -74,6 +74,11 @@ class PreemptionHook(HookBase):
 
     def __init__(self):
         self.handler = PreemptionHandler()
+
+    @property
+    def received(self) -> int | None:
+        """The signal this process received (None if none): a time limit or a stop."""
+        return self.handler.received
 
     def before_train(self):
         self.handler.__enter__()

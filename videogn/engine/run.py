@@ -17,7 +17,7 @@ from torch import nn
 
 from videogn.config import TrainConfig, drop_moved_keys
 from videogn.data.transforms import describe_views
-from videogn.engine import distributed
+from videogn.engine import distributed, requeue
 from videogn.engine.builders import RunSpec, build_run_spec
 from videogn.engine.builders.assemble import build_trainer
 from videogn.engine.builders.data import DataSource
@@ -28,6 +28,8 @@ from videogn.engine.checkpoint import (
     load_designated_checkpoint,
 )
 from videogn.engine.evaluate import evaluate_shard, gather_results, summarize, write_results
+from videogn.engine.faults import named_faults
+from videogn.engine.hooks import PreemptionHook
 from videogn.engine.numerics import configure_numerics
 from videogn.engine.trainer import Trainer, autocast, model_input
 
@@ -92,13 +94,50 @@ def resume(trainer: Trainer, resume: str, run_dir: Path) -> Path | None:
     return path
 
 
+def agree_on_run_dir(run_dir: str | Path, dist: distributed.DistInfo) -> Path:
+    """Rank 0's run directory for every rank, and the first attempt's after a torchrun restart.
+
+    hydra names a new directory (by the time) in each attempt unless ``hydra.run.dir`` is
+    given; a restarted job must go on in the one that holds its checkpoints.
+    """
+    chosen = str(Path(run_dir).resolve())
+    if dist.is_main:
+        chosen = distributed.first_attempt_value("run_dir", chosen)
+    chosen = Path(distributed.broadcast_object(chosen))
+    attempt = distributed.elastic_attempt()
+    if attempt > 0 and dist.is_main:
+        logger.warning("torchrun restart %d of this job: continuing the run in %s", attempt, chosen)
+        if chosen != Path(run_dir).resolve():
+            also_log_to(chosen / "train.log")  # this attempt's hydra dir holds its log too
+    return chosen
+
+
+def also_log_to(path: Path) -> None:
+    """Append the log to ``path`` as well, in the format of the existing handlers."""
+    root = logging.getLogger()
+    handler = logging.FileHandler(path)
+    if root.handlers:
+        handler.setFormatter(root.handlers[0].formatter)
+    root.addHandler(handler)
+
+
+def requeue_after_time_limit(trainer: Trainer, max_requeues: int, run_dir: Path) -> bool:
+    """After a stop: if any rank's signal was a time-limit warning, rank 0 requeues the SLURM
+    job (collective: every rank calls it). Returns whether the job was requeued."""
+    hook = next((h for h in trainer.hooks if isinstance(h, PreemptionHook)), None)
+    signals = distributed.all_gather_objects(hook.received if hook else None)
+    if not trainer.dist.is_main or not requeue.wants_requeue(signals):
+        return False
+    return requeue.request_requeue(max_requeues, run_dir)
+
+
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Train (resuming if there is a checkpoint), then test. Returns a summary dict."""
     spec = build_run_spec(cfg)
-    dist = distributed.init_distributed(spec.device)
+    dist = distributed.init_distributed(spec.device, spec.trainer.collective_timeout_s)
     if not dist.is_main:
         logging.getLogger().setLevel(logging.WARNING)  # one copy of the log: rank 0's
-    run_dir = Path(distributed.broadcast_object(str(run_dir)))  # rank 0's dir for every rank
+    run_dir = agree_on_run_dir(run_dir, dist)
     if dist.is_main:
         OmegaConf.save(cfg, run_dir / RESOLVED_CONFIG, resolve=True)
     configure_numerics(
@@ -116,7 +155,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     seed_everything(spec.seed + dist.rank)  # ranks draw different dropout masks
     trainer = build_trainer(spec, dist, run_dir, train_dataset, model)
     resumed_from = resume(trainer, spec.trainer.resume, run_dir)
-    status = trainer.fit()
+    with named_faults(dist.rank, run_dir):  # a killed loader worker, a lost peer
+        status = trainer.fit()
     checkpoint = trainer.last_checkpoint or resumed_from
     summary = {
         "status": status,
@@ -126,16 +166,24 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         "world_size": dist.world_size,
         "rank": dist.rank,
     }
+    if status == "preempted":
+        summary["requeued"] = requeue_after_time_limit(trainer, spec.trainer.max_requeues, run_dir)
     if status == "finished" and spec.trainer.test_at_end:
-        test = test_model(spec, model, dist, run_dir, extra={"checkpoint": summary["checkpoint"]})
-        if test is not None and "video_top1" in test:
-            numbers = ("video_top1", "video_top5", "clip_top1", "clip_top5", "mean_class_accuracy")
-            trainer.metrics.write(
-                "test", trainer.position.global_iteration, **{k: test[k] for k in numbers}
-            )
-        summary["test"] = test
+        with named_faults(dist.rank, run_dir):
+            summary["test"] = test_at_end(spec, trainer, model, summary["checkpoint"])
     trainer.metrics.close()
     return summary
+
+
+def test_at_end(spec: RunSpec, trainer: Trainer, model: nn.Module, checkpoint: str | None):
+    """The run's final test; its numbers also go to metrics.jsonl (rank 0's results)."""
+    test = test_model(spec, model, trainer.dist, trainer.run_dir, extra={"checkpoint": checkpoint})
+    if test is not None and "video_top1" in test:
+        numbers = ("video_top1", "video_top5", "clip_top1", "clip_top5", "mean_class_accuracy")
+        trainer.metrics.write(
+            "test", trainer.position.global_iteration, **{k: test[k] for k in numbers}
+        )
+    return test
 
 
 def test_model(

@@ -33,6 +33,8 @@ class TrainerSpec:
     val_videos: int | None = None
     cudnn_benchmark: bool = True
     tf32: bool = False
+    collective_timeout_s: float = 1800.0
+    max_requeues: int = 10
     # Stages to recompute in backward, or "auto" (resolved once the batch is known).
     activation_checkpointing: tuple[str, ...] | str = ()
 
@@ -46,6 +48,11 @@ def build_trainer_spec(trainer_cfg: DictConfig) -> TrainerSpec:
     t = trainer_cfg
     if t.accumulation_steps < 1:
         raise ValueError(f"trainer.accumulation_steps must be >= 1, got {t.accumulation_steps}")
+    if t.collective_timeout_s <= 0 or t.max_requeues < 0:
+        raise ValueError(
+            "trainer.collective_timeout_s must be > 0 and trainer.max_requeues >= 0, got "
+            f"{t.collective_timeout_s} and {t.max_requeues}"
+        )
     return TrainerSpec(
         amp=enum_value(t.amp),
         channels_last_3d=t.channels_last_3d,
@@ -63,6 +70,8 @@ def build_trainer_spec(trainer_cfg: DictConfig) -> TrainerSpec:
         val_videos=t.val_videos,
         cudnn_benchmark=t.cudnn_benchmark,
         tf32=t.tf32,
+        collective_timeout_s=t.collective_timeout_s,
+        max_requeues=t.max_requeues,
         activation_checkpointing=parse_activation_checkpointing(
             t.get("activation_checkpointing", "none")
         ),
