@@ -87,6 +87,8 @@ def test_slurm_launcher_gives_each_job_one_node_of_8_gpu_tasks(make_cfg):
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
     assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (1, 8, 8)
+    # requeueable: the run requeues itself at the time-limit warning (videogn/engine/requeue.py)
+    assert launcher.additional_parameters.requeue is True and launcher.signal_delay_s == 300
 
 
 def test_fewer_processes_accumulate_to_the_paper_batch(tmp_path):
