@@ -191,8 +191,8 @@ def test_a_killed_loader_worker_is_named_and_the_job_restarts_itself(
     try:
         wait_for(lambda: train_records(run_dir) >= 3, process)
         (trainer,) = children(process.pid)
+        wait_for(lambda: children(trainer), process)  # between two loaders there is none
         loader_workers = children(trainer)
-        assert loader_workers, "no loader worker to kill"
         os.kill(loader_workers[0], signal.SIGKILL)
     finally:
         output = finish(process)
@@ -239,6 +239,6 @@ def test_slurm_time_limit_requeues_the_job_which_resumes_to_the_same_result(
     process = start(args, env={**slurm, "SLURM_RESTART_COUNT": "1"})
     output = finish(process)
     assert process.returncode == 0, output[-6000:]
-    assert f"iteration {stopped_at} of the epoch" in output or f"{stopped_at} in all" in output
+    assert f"{stopped_at} in all" in output  # resumed where the time limit stopped it
     assert calls.read_text() == "requeue 4242\n"  # finished: no further requeue
     assert_same_results(run_dir, one_process_reference)
