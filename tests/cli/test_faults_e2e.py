@@ -169,14 +169,16 @@ def test_torchrun_restarts_once_after_a_worker_is_killed(
     assert_same_results(run_dir, two_process_reference)
 
 
-# One process, batches of 4 (8 iterations), one loader worker: the loader and SLURM tests.
+# One process, batches of 2 (8 iterations an epoch, 16 in all), one loader worker: the loader
+# and SLURM tests. The worker is killed while it still has batches of the epoch to make (it
+# prefetches 2): one whose loader has all its batches dies unnoticed, as a finished one would.
 ONE_PROCESS = ("data.num_workers=1",)
 
 
 @pytest.fixture(scope="module")
 def one_process_reference(demo_cache, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("reference1")
-    process = start(torchrun(1, *overrides(demo_cache, run_dir, *ONE_PROCESS, batch=4)))
+    process = start(torchrun(1, *overrides(demo_cache, run_dir, *ONE_PROCESS)))
     output = finish(process)
     assert process.returncode == 0, output[-4000:]
     return run_dir
@@ -187,9 +189,9 @@ def test_a_killed_loader_worker_is_named_and_the_job_restarts_itself(
 ):
     """SIGKILL, the OOM killer's signal, to the training process's loader worker mid-epoch."""
     run_dir = tmp_path / "run"
-    process = start(torchrun(1, *overrides(demo_cache, run_dir, *ONE_PROCESS, batch=4)))
+    process = start(torchrun(1, *overrides(demo_cache, run_dir, *ONE_PROCESS)))
     try:
-        wait_for(lambda: train_records(run_dir) >= 3, process)
+        wait_for(lambda: train_records(run_dir) >= 2, process)
         (trainer,) = children(process.pid)
         wait_for(lambda: children(trainer), process)  # between two loaders there is none
         loader_workers = children(trainer)
@@ -197,10 +199,10 @@ def test_a_killed_loader_worker_is_named_and_the_job_restarts_itself(
     finally:
         output = finish(process)
     assert process.returncode == 0, output[-6000:]
-    assert (
-        f"a data-loader worker (pid {loader_workers[0]}) of training process rank 0 died, "
-        "killed by SIGKILL (SIGKILL: most often the kernel's out-of-memory killer" in output
-    )
+    # PyTorch names the signal, or (a worker killed mid-handover) only that it died
+    named = f"a data-loader worker (pid {loader_workers[0]}) of training process rank 0 "
+    assert named + "killed by SIGKILL: most often" in output or named + "died" in output
+    assert "the kernel's out-of-memory killer (`dmesg` shows it)" in output
     assert "under torchrun --max-restarts=N the job restarts by itself" in output
     assert "failed (exitcode: 4)" in output  # the named exit, which torchrun restarts
     assert "torchrun restart 1 of this job" in output and "resumed from" in output
@@ -222,7 +224,7 @@ def test_slurm_time_limit_requeues_the_job_which_resumes_to_the_same_result(
              "SLURM_PROCID": "0", "SLURM_NTASKS": "1", "SLURM_LOCALID": "0"}  # fmt: skip
     run_dir = tmp_path / "run"
     args = [sys.executable, "-m", "videogn.cli.train",
-            *overrides(demo_cache, run_dir, *ONE_PROCESS, batch=4)]  # fmt: skip
+            *overrides(demo_cache, run_dir, *ONE_PROCESS)]  # fmt: skip
     process = start(args, env=slurm)
     try:
         wait_for(lambda: train_records(run_dir) >= 2, process)
@@ -233,7 +235,7 @@ def test_slurm_time_limit_requeues_the_job_which_resumes_to_the_same_result(
     assert calls.read_text() == "requeue 4242\n"
     assert "requeued SLURM job 4242 (requeue 1 of at most 10)" in output
     stopped_at = load_checkpoint(run_dir)["position"]["global_iteration"]
-    assert 2 <= stopped_at < 8 and not (run_dir / "results.json").exists()
+    assert 2 <= stopped_at < 16 and not (run_dir / "results.json").exists()
 
     # The requeued job: SLURM starts the same command again.
     process = start(args, env={**slurm, "SLURM_RESTART_COUNT": "1"})

@@ -25,7 +25,7 @@ def test_a_loader_worker_killed_by_sigkill_is_named_with_the_oom_killer(tmp_path
     named = explain(err, rank=1, run_dir=tmp_path)
     assert isinstance(named, LoaderWorkerKilled) and named.exit_code == EXIT_LOADER_WORKER_KILLED
     message = str(named)
-    assert "worker (pid 4321) of training process rank 1 died, killed by SIGKILL" in message
+    assert "worker (pid 4321) of training process rank 1 killed by SIGKILL: most often" in message
     assert "out-of-memory killer" in message and "data.num_workers" in message
     assert f"its newest checkpoint, {checkpoint}" in message
     assert f"hydra.run.dir={tmp_path}" in message
@@ -34,10 +34,22 @@ def test_a_loader_worker_killed_by_sigkill_is_named_with_the_oom_killer(tmp_path
 def test_a_worker_that_exited_and_other_signals_are_named_without_the_oom_hint(tmp_path):
     err = RuntimeError("DataLoader worker (pid(s) 11, 12) exited unexpectedly")
     message = str(explain(err, rank=0, run_dir=tmp_path))
-    assert "(pid 11, 12)" in message and "out-of-memory" not in message
+    assert "(pid 11, 12) of training process rank 0 died without a signal named" in message
+    assert "out-of-memory killer" in message  # its SIGKILL is the likely cause all the same
     assert "the start (no checkpoint yet)" in message
     err = RuntimeError("DataLoader worker (pid 9) is killed by signal: Segmentation fault. ")
-    assert "killed by SIGSEGV" in str(explain(err, rank=0, run_dir=tmp_path))
+    message = str(explain(err, rank=0, run_dir=tmp_path))
+    assert "killed by SIGSEGV." in message and "out-of-memory" not in message
+
+
+def test_a_worker_death_that_surfaces_as_a_reset_connection_is_named(tmp_path):
+    """A worker killed while it hands over a batch: the loader raises ConnectionResetError,
+    and PyTorch's report is the error it arose in (or comes later, from its SIGCHLD check)."""
+    err = ConnectionResetError(104, "Connection reset by peer")
+    err.__context__ = RuntimeError("DataLoader worker (pid 77) is killed by signal: Killed. ")
+    named = explain(err, rank=0, run_dir=tmp_path)
+    assert isinstance(named, LoaderWorkerKilled) and "(pid 77)" in str(named)
+    assert explain(ConnectionResetError(104, "reset"), rank=0, run_dir=tmp_path) is None
 
 
 def test_a_lost_peer_is_named_and_other_errors_are_not(tmp_path):

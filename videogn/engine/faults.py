@@ -17,6 +17,9 @@ from pathlib import Path
 
 import torch.distributed as dist
 
+# The check PyTorch's SIGCHLD handler runs (a private helper: no public API reports it).
+from torch.utils.data._utils.signal_handling import _error_if_any_worker_fails
+
 from videogn.engine.checkpoint import latest_checkpoint
 
 EXIT_LOADER_WORKER_KILLED = 4
@@ -47,22 +50,41 @@ class PeerLost(RunInterrupted):
     exit_code = EXIT_PEER_LOST
 
 
-def _signal_name(description: str | None) -> str:
+def _signal_name(description: str | None) -> str | None:
     """The signal that strsignal's text names ("Killed" -> "SIGKILL"); others as given."""
     if not description:
-        return "an unknown cause"
+        return None
     for sig in signal.Signals:
         if signal.strsignal(sig) == description.strip():
             return sig.name
     return description.strip()
 
 
-def loader_worker_killed(err: BaseException) -> tuple[str, str] | None:
-    """(pids, signal name) if ``err`` is PyTorch's report of a loader worker that died."""
-    match = _LOADER_WORKER.search(str(err))
-    if match is None:
-        return None
-    return match.group(1).strip(), _signal_name(match.group(2))
+def _dead_loader_worker_report() -> str:
+    """PyTorch's own report of a dead worker of a loader still alive ("" if none).
+
+    A worker killed while it hands a batch over surfaces first as a ConnectionResetError or
+    EOFError from the queue; the report comes later, from PyTorch's SIGCHLD handler.
+    """
+    try:
+        _error_if_any_worker_fails()
+    except RuntimeError as report:
+        return str(report)
+    return ""
+
+
+def loader_worker_killed(err: BaseException) -> tuple[str, str | None, str] | None:
+    """(pids, signal name or None, PyTorch's words) if ``err`` (or an error it arose from) is a
+    loader worker that died, or if PyTorch knows of such a worker now."""
+    texts = []
+    while err is not None and len(texts) < 8:
+        texts.append(str(err))
+        err = err.__cause__ or err.__context__
+    for text in (*texts, _dead_loader_worker_report()):
+        match = _LOADER_WORKER.search(text)
+        if match is not None:
+            return match.group(1).strip(), _signal_name(match.group(2)), match.group(0)
+    return None
 
 
 def peer_lost(err: BaseException) -> bool:
@@ -87,13 +109,16 @@ def explain(err: BaseException, rank: int, run_dir: Path) -> RunInterrupted | No
     """The named fault behind ``err``, or None if it is not one of those named here."""
     killed = loader_worker_killed(err)
     if killed is not None:
-        pids, signal_name = killed
-        oom = " (SIGKILL: most often the kernel's out-of-memory killer; `dmesg` shows it)"
+        pids, signal_name, report = killed
+        oom = "most often the kernel's out-of-memory killer (`dmesg` shows it)"
+        if signal_name is None:
+            how = f"died without a signal named ({report}): {oom}, or a crash in decoding"
+        else:
+            how = f"killed by {signal_name}" + (f": {oom}" if signal_name == "SIGKILL" else "")
         return LoaderWorkerKilled(
-            f"a data-loader worker (pid {pids}) of training process rank {rank} died, killed "
-            f"by {signal_name}{oom if signal_name == 'SIGKILL' else ''}. If memory ran out, "
-            "lower data.num_workers or data.batch_size, or ask for more memory. No checkpoint "
-            f"was written for the unfinished iteration. {resume_hint(run_dir)}"
+            f"a data-loader worker (pid {pids}) of training process rank {rank} {how}. If "
+            "memory ran out, lower data.num_workers or data.batch_size, or ask for more memory. "
+            f"No checkpoint was written for the unfinished iteration. {resume_hint(run_dir)}"
         )
     if peer_lost(err):
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -110,10 +135,13 @@ def named_faults(rank: int, run_dir: str | Path):
     """Re-raise a known fault as a :class:`RunInterrupted` that names it (the cause chained)."""
     try:
         yield
-    except RuntimeError as err:
-        if isinstance(err, RunInterrupted):
-            raise
-        named = explain(err, rank, Path(run_dir))
+    except RunInterrupted:
+        raise
+    except Exception as err:  # a loader worker's death can surface as an OSError or EOFError
+        try:
+            named = explain(err, rank, Path(run_dir))
+        except RuntimeError as late:  # PyTorch's SIGCHLD handler may raise its report here
+            named = explain(late, rank, Path(run_dir))
         if named is None:
             raise
         raise named from err
