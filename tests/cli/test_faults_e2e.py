@@ -81,11 +81,13 @@ def start(args: list[str], cwd: Path | None = None, env: dict | None = None) -> 
                             env=env, cwd=cwd)  # fmt: skip
 
 
-def finish(process: subprocess.Popen, timeout: float = 240) -> str:
+def finish(process: subprocess.Popen, timeout: float = 150) -> str:
     """The command's output once it ends; one that hangs is aborted and its output shown."""
     try:
         return process.communicate(timeout=timeout)[0]
     except subprocess.TimeoutExpired:
+        for worker in children(process.pid):  # torchrun's workers would outlive it
+            os.kill(worker, signal.SIGKILL)
         process.kill()
         raise AssertionError(f"hung: {process.communicate()[0][-6000:]}") from None
 

@@ -68,8 +68,15 @@ def test_a_restarted_attempt_joins_a_fresh_process_group_and_keeps_the_run_dir()
     agent_store = dist.TCPStore("127.0.0.1", 0, is_master=True)  # the agent's, kept throughout
     first = run_attempt(0, agent_store.port, delays=(0.0, 0.0))
     assert first == {0: (3.0, "dir_of_attempt_0"), 1: (3.0, "dir_of_attempt_0")}
-    # Rank 1 of the restart comes late (4 s: longer than gloo's connect retries), so rank 0
-    # looks up rank 1's address before it is written: without a key space per attempt it
-    # finds the dead worker's and cannot connect ("Gloo connectFullMesh failed ... refused").
+    # Whether a stale address breaks the mesh depends on which side of a pair connects (gloo
+    # decides by comparing the two addresses), so a restart failed about every other time.
+    # The dead attempt's keys are made unusable here, so a restart that reads them fails.
+    gloo_keys = [key for key in agent_store.list_keys() if "/cpu/" in key]
+    assert gloo_keys
+    for key in gloo_keys:
+        agent_store.set(key, b"not an address")
+    # Rank 1 of the restart comes late, so rank 0 looks up rank 1's address before it is
+    # written: without a key space per attempt it finds the dead attempt's and fails
+    # ("Gloo connectFullMesh failed", or a hang until the queue's timeout).
     second = run_attempt(1, agent_store.port, delays=(0.0, 4.0))
     assert second == {0: (3.0, "dir_of_attempt_0"), 1: (3.0, "dir_of_attempt_0")}, second

@@ -160,10 +160,12 @@ def shutdown_distributed(synchronize: bool = False) -> None:
     """Leave the process group. ``synchronize`` (on a normal exit) first waits for every rank:
     a gloo rank that tears its group down while a peer still uses the connections can be
     aborted by std::terminate at exit (seen in the 2-process CPU test)."""
+    global _agent_store
     if dist.is_available() and dist.is_initialized():
         if synchronize:
             dist.barrier()
         dist.destroy_process_group()
+    _agent_store = None
 
 
 def world_size() -> int:
