@@ -17,10 +17,15 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-# The check PyTorch's SIGCHLD handler runs (a private helper: no public API reports it).
-from torch.utils.data._utils.signal_handling import _error_if_any_worker_fails
-
 from videogn.engine.checkpoint import latest_checkpoint
+
+try:  # the check PyTorch's SIGCHLD handler runs (private: no public API reports it)
+    from torch.utils.data._utils.signal_handling import _error_if_any_worker_fails
+except ImportError:  # another PyTorch: the errors themselves still name most deaths
+
+    def _error_if_any_worker_fails() -> None:
+        return None
+
 
 EXIT_LOADER_WORKER_KILLED = 4
 EXIT_PEER_LOST = 5
