@@ -40,20 +40,28 @@ def demo_cache(tmp_path_factory) -> Path:
     return cache
 
 
-def overrides(demo_cache: Path, run_dir: Path | None, *extra: str, batch: int = 2) -> list[str]:
-    """The demo shrunk to seconds: 16 training videos of 32x32, ``batch`` clips per process,
+def overrides(
+    demo_cache: Path,
+    run_dir: Path | None,
+    *,
+    demo: dict = DEMO,
+    epochs: int = 2,
+    loader_workers: int = 0,
+) -> list[str]:
+    """The demo shrunk to seconds: 16 training videos of 32x32 (``demo``), 2 clips per process,
     2 epochs, checkpoints every 2 iterations, the 8-video test at the end."""
-    params = [f"data.demo.params.{k}={v}" for k, v in DEMO.items() if k != "num_classes"]
+    params = [f"data.demo.params.{k}={v}" for k, v in demo.items() if k != "num_classes"]
     return [
         *([f"hydra.run.dir={run_dir}"] if run_dir else []),
         f"data.demo.cache_dir={demo_cache}",
         *params,
         f"data.num_classes={DEMO['num_classes']}",
-        f"data.batch_size={batch}",
+        "data.batch_size=2",
+        f"data.num_workers={loader_workers}",
         "data.scale_range=[32,36]",
         "data.crop_size=32",
         "sampler=8x2",
-        "optim.epochs=2",
+        f"optim.epochs={epochs}",
         "optim.base_lr=0.4",
         "test.short_side=48",
         "test.crop_size=48",
@@ -64,8 +72,6 @@ def overrides(demo_cache: Path, run_dir: Path | None, *extra: str, batch: int = 
         "trainer.log_period=1",
         "trainer.checkpoint_period=2",
         "deterministic=true",
-        *extra,
-        *([] if any(e.startswith("data.num_workers=") for e in extra) else ["data.num_workers=0"]),
     ]
 
 
@@ -111,6 +117,13 @@ def wait_for(condition, process: subprocess.Popen, timeout: float = 120) -> None
 def children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def loader_workers_of(pid: int) -> list[int]:
+    """The loader workers of a training process: its forked children, which run its command
+    line (multiprocessing's resource tracker, also a child, runs another)."""
+    command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    return [c for c in children(pid) if Path(f"/proc/{c}/cmdline").read_bytes() == command]
 
 
 def environment(pid: int) -> dict[str, str]:
@@ -171,32 +184,44 @@ def test_torchrun_restarts_once_after_a_worker_is_killed(
     assert_same_results(run_dir, two_process_reference)
 
 
-# One process, batches of 2 (8 iterations an epoch, 16 in all), one loader worker: the loader
-# and SLURM tests. The worker is killed while it still has batches of the epoch to make (it
-# prefetches 2): one whose loader has all its batches dies unnoticed, as a finished one would.
-ONE_PROCESS = ("data.num_workers=1",)
+# One process, one loader worker, one epoch of 32 videos (16 iterations): the loader and SLURM
+# tests. The worker is killed while it still has batches of the epoch to make: one that has
+# made them all dies unnoticed, as a finished one would, and nothing is lost.
+LONG_EPOCH = {**DEMO, "train_videos_per_class": 8}
+ONE_PROCESS = {"demo": LONG_EPOCH, "epochs": 1, "loader_workers": 1}
 
 
 @pytest.fixture(scope="module")
-def one_process_reference(demo_cache, tmp_path_factory) -> Path:
+def long_epoch_cache(tmp_path_factory) -> Path:
+    cache = tmp_path_factory.mktemp("long_epoch_cache")
+    ensure_demo_dataset(cache, **LONG_EPOCH)
+    return cache
+
+
+@pytest.fixture(scope="module")
+def one_process_reference(long_epoch_cache, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("reference1")
-    process = start(torchrun(1, *overrides(demo_cache, run_dir, *ONE_PROCESS)))
+    process = start(torchrun(1, *overrides(long_epoch_cache, run_dir, **ONE_PROCESS)))
     output = finish(process)
     assert process.returncode == 0, output[-4000:]
     return run_dir
 
 
 def test_a_killed_loader_worker_is_named_and_the_job_restarts_itself(
-    demo_cache, tmp_path, one_process_reference
+    long_epoch_cache, tmp_path, one_process_reference
 ):
     """SIGKILL, the OOM killer's signal, to the training process's loader worker mid-epoch."""
     run_dir = tmp_path / "run"
-    process = start(torchrun(1, *overrides(demo_cache, run_dir, *ONE_PROCESS)))
+    process = start(torchrun(1, *overrides(long_epoch_cache, run_dir, **ONE_PROCESS)))
     try:
-        wait_for(lambda: train_records(run_dir) >= 2, process)
+        wait_for(lambda: train_records(run_dir) >= 3, process)  # iteration 2's checkpoint
         (trainer,) = children(process.pid)
-        wait_for(lambda: children(trainer), process)  # between two loaders there is none
-        loader_workers = children(trainer)
+        wait_for(lambda: loader_workers_of(trainer), process)  # none between two loaders
+        loader_workers = loader_workers_of(trainer)
+        # Frozen first, so that it cannot finish the epoch's batches while the test looks: it
+        # is at most 3 ahead of the iterations logged (one in hand, 2 prefetched).
+        os.kill(loader_workers[0], signal.SIGSTOP)
+        assert train_records(run_dir) + 3 < 16, "the worker had made all its batches"
         os.kill(loader_workers[0], signal.SIGKILL)
     finally:
         output = finish(process)
@@ -212,7 +237,7 @@ def test_a_killed_loader_worker_is_named_and_the_job_restarts_itself(
 
 
 def test_slurm_time_limit_requeues_the_job_which_resumes_to_the_same_result(
-    demo_cache, tmp_path, one_process_reference
+    long_epoch_cache, tmp_path, one_process_reference
 ):
     """SIGUSR2 (hydra-submitit-launcher's time-limit warning) to a SLURM task: a checkpoint,
     then ``scontrol requeue JOB`` (a stand-in on PATH records it); the requeued job (the same
@@ -226,7 +251,7 @@ def test_slurm_time_limit_requeues_the_job_which_resumes_to_the_same_result(
              "SLURM_PROCID": "0", "SLURM_NTASKS": "1", "SLURM_LOCALID": "0"}  # fmt: skip
     run_dir = tmp_path / "run"
     args = [sys.executable, "-m", "videogn.cli.train",
-            *overrides(demo_cache, run_dir, *ONE_PROCESS)]  # fmt: skip
+            *overrides(long_epoch_cache, run_dir, **ONE_PROCESS)]  # fmt: skip
     process = start(args, env=slurm)
     try:
         wait_for(lambda: train_records(run_dir) >= 2, process)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import re
 import signal
+import time
 from pathlib import Path
 
 import torch.distributed as dist
@@ -65,31 +66,38 @@ def _signal_name(description: str | None) -> str | None:
     return description.strip()
 
 
-def _dead_loader_worker_report() -> str:
+def _dead_loader_worker_report(wait_s: float = 0.0) -> str:
     """PyTorch's own report of a dead worker of a loader still alive ("" if none).
 
     A worker killed while it hands a batch over surfaces first as a ConnectionResetError or
-    EOFError from the queue; the report comes later, from PyTorch's SIGCHLD handler.
+    EOFError from the queue, a moment before the kernel makes it a zombie that the check
+    sees: ``wait_s`` gives it that moment.
     """
-    try:
-        _error_if_any_worker_fails()
-    except RuntimeError as report:
-        return str(report)
-    return ""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            _error_if_any_worker_fails()
+        except RuntimeError as report:
+            return str(report)
+        if time.monotonic() >= deadline:
+            return ""
+        time.sleep(0.05)
 
 
 def loader_worker_killed(err: BaseException) -> tuple[str, str | None, str] | None:
     """(pids, signal name or None, PyTorch's words) if ``err`` (or an error it arose from) is a
     loader worker that died, or if PyTorch knows of such a worker now."""
-    texts = []
-    while err is not None and len(texts) < 8:
-        texts.append(str(err))
+    chain = []
+    while err is not None and len(chain) < 8:
+        chain.append(err)
         err = err.__cause__ or err.__context__
-    for text in (*texts, _dead_loader_worker_report()):
-        match = _LOADER_WORKER.search(text)
-        if match is not None:
-            return match.group(1).strip(), _signal_name(match.group(2)), match.group(0)
-    return None
+    match = next(filter(None, (_LOADER_WORKER.search(str(e)) for e in chain)), None)
+    if match is None:
+        handover = any(isinstance(e, (ConnectionError, EOFError)) for e in chain)
+        match = _LOADER_WORKER.search(_dead_loader_worker_report(wait_s=2.0 if handover else 0))
+    if match is None:
+        return None
+    return match.group(1).strip(), _signal_name(match.group(2)), match.group(0)
 
 
 def peer_lost(err: BaseException) -> bool:
@@ -143,10 +151,10 @@ def named_faults(rank: int, run_dir: str | Path):
     except RunInterrupted:
         raise
     except Exception as err:  # a loader worker's death can surface as an OSError or EOFError
-        try:
-            named = explain(err, rank, Path(run_dir))
-        except RuntimeError as late:  # PyTorch's SIGCHLD handler may raise its report here
-            named = explain(late, rank, Path(run_dir))
+        # The run ends here. PyTorch's SIGCHLD handler would raise its dead-worker report at
+        # whatever line runs next, in the middle of the naming; the check is made directly.
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        named = explain(err, rank, Path(run_dir))
         if named is None:
             raise
         raise named from err
