@@ -22,7 +22,7 @@ import videogn
 from videogn.cli.inflate import main as inflate_main
 from videogn.models.checkpoint_sources import map_key, read_checkpoint
 from videogn.models.inflate import inflate_conv_weight, load_pretrained
-from videogn.sweep.pretrain2d import ResNet2d
+from videogn.sweep.mini.pretrain2d import ResNet2d
 
 EQUAL = 1e-9  # relative to the largest 2D value; float64 reaches 1e-12 or better
 STAGES = ("stem", "res2", "pool2", "res3", "res4", "res5")

@@ -13,7 +13,7 @@ from videogn.config import CONFIG_DIR, register_configs
 from videogn.engine.builders.optim import build_optim
 from videogn.models.factory import create_model
 from videogn.sweep.cells import TABLE8, TABLE8_EXTENDED
-from videogn.sweep.mini import MINI_CELLS
+from videogn.sweep.mini.report import MINI_CELLS
 from videogn.sweep.table8 import accumulation_steps, pretrained_env, table8_multirun
 
 register_configs()

@@ -136,14 +136,14 @@ def _add_mini_table8(sub) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="change a task parameter (videogn.sweep.flicker_task.FlickerTaskParams)",
+        help="change a task parameter (videogn.sweep.mini.flicker_task.FlickerTaskParams)",
     )
     mini.add_argument(
         "--pretrain",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="change a 2D pretraining parameter (videogn.sweep.pretrain2d.Pretrain2dParams)",
+        help="change a 2D pretraining parameter (videogn.sweep.mini.pretrain2d.Pretrain2dParams)",
     )
     mini.add_argument("--out-dir", type=Path, default=Path("docs"))
     mini.add_argument("--sweep-dir", type=Path, default=None, help="default multirun/mini_table8")
@@ -191,7 +191,7 @@ def cmd_table8(args) -> int:
 def cmd_report(args) -> int:
     plot = args.plot or args.out.with_suffix(".png")
     if args.mini:
-        from videogn.sweep.mini import report_mini
+        from videogn.sweep.mini.report import report_mini
 
         text = report_mini(args.run_dirs, args.out, plot)
     else:
@@ -266,7 +266,7 @@ def _key_values(pairs: list[str], option: str) -> dict:
 
 
 def cmd_mini(args) -> int:
-    from videogn.sweep.mini_study import run_mini_table8
+    from videogn.sweep.mini.study import run_mini_table8
 
     return run_mini_table8(
         out_dir=args.out_dir,

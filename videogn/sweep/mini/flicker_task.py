@@ -83,7 +83,7 @@ class FlickerTaskParams(SyntheticVideoSpec):
 
 @functools.lru_cache(maxsize=1)
 def _photos() -> torch.Tensor:
-    from videogn.sweep.pretrain2d import load_photos
+    from videogn.sweep.mini.pretrain2d import load_photos
 
     return load_photos()
 

@@ -2,11 +2,11 @@
 
 Stages, each cached or resumable, so rerunning the same command continues where it stopped:
 
-1. :mod:`videogn.sweep.pretrain2d` trains the BN and the GN 2D nets side by side (one
+1. :mod:`videogn.sweep.mini.pretrain2d` trains the BN and the GN 2D nets side by side (one
    process and one thread each) and saves them in torchvision's layout;
 2. ``videogn-inflate`` turns each into an I3D checkpoint, as the Kinetics recipe does with
    the ImageNet files; the runs find them through ``VIDEOGN_MINI_PRETRAINED_BN`` / ``_GN``;
-3. :mod:`videogn.sweep.flicker_task` generates the videos;
+3. :mod:`videogn.sweep.mini.flicker_task` generates the videos;
 4. every (cell, seed) is one ``videogn-train`` process with one compute thread, two at a time.
    A run whose directory holds ``results.json`` is skipped; an unfinished one resumes from its
    last checkpoint (the engine's auto-resume in its run directory).
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from videogn.engine.evaluate import RESULTS_FILE
 from videogn.sweep.launch import experiment_name
-from videogn.sweep.pretrain2d import Pretrained2d, ensure_pretrained_2d
+from videogn.sweep.mini.pretrain2d import Pretrained2d, ensure_pretrained_2d
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def pretrain_and_inflate(cache_dir: Path, pretrain_params: dict) -> dict[str, di
     processes = []
     for norm in norms:
         params = json.dumps({**pretrain_params, "norm": norm})
-        command = [sys.executable, "-m", "videogn.sweep.pretrain2d", str(cache_dir), params]
+        command = [sys.executable, "-m", "videogn.sweep.mini.pretrain2d", str(cache_dir), params]
         processes.append(subprocess.Popen(command, env=env))
     for norm, process in zip(norms, processes, strict=True):
         if process.wait() != 0:
@@ -157,7 +157,7 @@ def default_cache_dir() -> Path:
 
 
 def _notes(argv: list[str], jobs: list[Job], minutes: dict, loads: tuple, sweep_dir, task) -> str:
-    from videogn.sweep.mini import machine_description
+    from videogn.sweep.mini.report import machine_description
 
     seeds = sorted({job.seed for job in jobs})
     load = " → ".join(" / ".join(f"{x:.2f}" for x in avg) for avg in loads)
@@ -184,8 +184,8 @@ def run_mini_table8(
     task_params: dict | None = None,
 ) -> int:
     """Pretrain and inflate, generate the task, train and test every (cell, seed), report."""
-    from videogn.sweep.flicker_task import ensure_flicker_task
-    from videogn.sweep.mini import MINI_CELLS, load_annotations, report_mini
+    from videogn.sweep.mini.flicker_task import ensure_flicker_task
+    from videogn.sweep.mini.report import MINI_CELLS, load_annotations, report_mini
 
     cache_dir = Path(cache_dir or default_cache_dir())
     sweep_dir = Path(sweep_dir).expanduser().resolve()

@@ -2,7 +2,7 @@
 
 The cells mirror the paper's: BN and GN at {short clip, 8 per batch}, {short, 4} and {long
 clip = twice the frames over the same window, 4}, plus {short, 2}; each is an experiment file
-under ``conf/experiment/mini_table8/``. :mod:`videogn.sweep.mini_study` runs them (several
+under ``conf/experiment/mini_table8/``. :mod:`videogn.sweep.mini.study` runs them (several
 seeds each); this module reads the run directories and writes every cell as mean ± std over
 seeds with n, the paper's analogue beside it, and the contrasts the paper's claim is about,
 paired by seed, with the pre-registered rule for what counts as a difference
