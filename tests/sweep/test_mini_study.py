@@ -11,6 +11,7 @@ import torch
 
 from videogn.models.factory import create_model
 from videogn.sweep.mini.flicker_task import ensure_flicker_task
+from videogn.sweep.mini.pretrain2d import QUADRANT, TRAIN_COLUMNS, _region
 from videogn.sweep.mini.report import load_annotations, report_mini, verdict
 from videogn.sweep.mini.study import (
     figure7_section,
@@ -19,7 +20,6 @@ from videogn.sweep.mini.study import (
     run_jobs,
     study_env,
 )
-from videogn.sweep.mini.pretrain2d import QUADRANT, TRAIN_COLUMNS, _region
 
 TOY_PRETRAIN = {"iterations": 3, "batch_size": 8, "val_crops_per_class": 1}
 TOY_RUN = [
