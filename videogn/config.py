@@ -116,6 +116,10 @@ class DataConfig:
     # workers and to the GPU); float32: normalized in the workers, as before.
     output_dtype: OutputDtype = OutputDtype["uint8"]
     max_failure_fraction: float = 0.01
+    # Decode each video once and serve every later clip from stored frames: null (off),
+    # "memory" (per process) or a directory of memory-mapped .npy files shared by runs. For
+    # small datasets read many times (the mini Table 8), never for Kinetics.
+    frame_cache: str | None = None
     demo: DemoConfig = field(default_factory=DemoConfig)
 
 

@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from videogn.data.decoders import VideoDecodeError, get_backend, open_video
+from videogn.data.frame_cache import FrameCache
 from videogn.data.lists import VideoRecord
 from videogn.data.malloc import retain_freed_memory
 from videogn.data.samplers import TestClipSampler, TrainClipSampler
@@ -46,9 +47,11 @@ def _setup_loading(decode_threads: int | None) -> int:
     return 1 if in_worker else min(4, os.cpu_count() or 1)
 
 
-def _load_frames(record: VideoRecord, backend: str, threads: int, choose_indices):
-    """Open a video, let `choose_indices(num_frames, fps)` pick frames, decode them once."""
-    with open_video(record.path, backend=backend, threads=threads) as video:
+def _load_frames(record: VideoRecord, backend: str, threads: int, choose_indices, cache=None):
+    """Open a video, let `choose_indices(num_frames, fps)` pick frames, decode them once (or
+    index them in the frame cache, when one is given)."""
+    opener = open_video if cache is None else cache.open
+    with opener(record.path, backend=backend, threads=threads) as video:
         try:
             indices = choose_indices(video.num_frames, video.fps)
         except ValueError as err:  # e.g. target_fps asked of a video with no known frame rate
@@ -79,6 +82,7 @@ class VideoClipDataset(Dataset):
         min_loads: int = 100,
         failure_log: str | os.PathLike | None = None,
         seed: int = 0,
+        frame_cache: FrameCache | None = None,
     ):
         if not records:
             raise ValueError("VideoClipDataset needs at least one record")
@@ -92,6 +96,7 @@ class VideoClipDataset(Dataset):
         self.max_failure_fraction, self.min_loads = float(max_failure_fraction), int(min_loads)
         self.failure_log = None if failure_log is None else os.fspath(failure_log)
         self.seed, self.epoch = int(seed), 0
+        self.frame_cache = frame_cache
         self.failures: list[tuple[str, str]] = []
         self.num_loads = 0  # videos attempted by this process (one per video, not per retry)
 
@@ -118,6 +123,7 @@ class VideoClipDataset(Dataset):
                         self.backend,
                         threads,
                         lambda n, fps, rng=rng: self.sampler(n, rng, fps),
+                        self.frame_cache,
                     )
                     clip = self.transform(frames, rng)
                 except VideoDecodeError as err:
@@ -178,11 +184,13 @@ class VideoTestDataset(Dataset):
         transform: TestTransform,
         backend: str = "pyav",
         decode_threads: int | None = None,
+        frame_cache: FrameCache | None = None,
     ):
         get_backend(backend)  # unknown or not installed: fail here, not in a loader worker
         self.records = list(records)
         self.sampler, self.transform = sampler, transform
         self.backend, self.decode_threads = backend, decode_threads
+        self.frame_cache = frame_cache
 
     def __len__(self) -> int:
         return len(self.records)
@@ -191,7 +199,7 @@ class VideoTestDataset(Dataset):
         record = self.records[index]
         threads = _setup_loading(self.decode_threads)
         try:
-            frames = _load_frames(record, self.backend, threads, self.sampler)
+            frames = _load_frames(record, self.backend, threads, self.sampler, self.frame_cache)
         except VideoDecodeError as err:
             logger.warning(
                 "test video failed, reported in results: %s: %s", record.path, err.reason

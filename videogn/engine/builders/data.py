@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from videogn.config import enum_value
 from videogn.data.dataset import VideoClipDataset, VideoTestDataset
+from videogn.data.frame_cache import FrameCache, make_frame_cache
 from videogn.data.lists import VideoRecord, read_video_list
 from videogn.data.samplers import TestClipSampler, TrainClipSampler
 from videogn.data.transforms import TestTransform, TrainTransform, normalization
@@ -57,6 +58,7 @@ class DataSpec:
     max_failure_fraction: float
     train_transform: TrainTransform
     batch: BatchRequest
+    frame_cache: FrameCache | None = None  # data.frame_cache: decode each video once
 
     def resolve(self, dist: distributed.DistInfo) -> DataSource:
         """The lists to read; the demo dataset is generated first (by rank 0) if needed."""
@@ -86,12 +88,19 @@ class DataSpec:
             decode_threads=self.decode_threads,
             max_failure_fraction=self.max_failure_fraction,
             seed=seed,
+            frame_cache=self.frame_cache,
         )
 
     def test_dataset(
         self, records, sampler: TestClipSampler, transform: TestTransform
     ) -> VideoTestDataset:
-        return VideoTestDataset(records, sampler=sampler, transform=transform, backend=self.backend)
+        return VideoTestDataset(
+            records,
+            sampler=sampler,
+            transform=transform,
+            backend=self.backend,
+            frame_cache=self.frame_cache,
+        )
 
 
 def build_data(data_cfg: DictConfig) -> DataSpec:
@@ -121,6 +130,7 @@ def build_data(data_cfg: DictConfig) -> DataSpec:
         max_failure_fraction=d.max_failure_fraction,
         train_transform=train_transform,
         batch=BatchRequest(d.batch_size, d.target_total_batch, d.memory_budget_gb),
+        frame_cache=make_frame_cache(d.frame_cache),
     )
 
 
