@@ -51,6 +51,9 @@ class ModelConfig:
     name: ModelName = ModelName["i3d_r50"]
     num_classes: int = II("data.num_classes")
     pretrained: str | None = None
+    # true: stop before training when `pretrained` resolves to null (an unset environment
+    # variable); training from scratch is then an explicit pretrained=none
+    require_pretrained: bool = False
     base_width: int = 64
     stage_depths: list[int] | None = None
     temporal_kernels: list[list[int]] | None = None

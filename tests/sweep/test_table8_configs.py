@@ -51,14 +51,16 @@ def test_mini_cells_differ_only_in_norm_clip_and_batch(make_cfg, monkeypatch, ce
     monkeypatch.setenv("VIDEOGN_MINI_PRETRAINED_BN", "/w/bn.pt")
     monkeypatch.setenv("VIDEOGN_MINI_PRETRAINED_GN", "/w/gn.pt")
     cfg = make_cfg(f"experiment={cell.experiment}", "data.root=/mini")
-    reference = make_cfg("experiment=mini_table8/bn_8x2_bs8", "data.root=/mini")
+    reference = make_cfg("experiment=mini_table8/bn_32x2_bs8", "data.root=/mini")
     assert cfg.norm.name.name == cell.norm and cfg.data.batch_size == cell.batch
     assert f"{cfg.sampler.num_frames}x{cfg.sampler.frame_interval}" == cell.clip
     assert cfg.model.base_width == 8 and cfg.model.pretrained == f"/w/{cell.norm}.pt"
+    assert cfg.model.require_pretrained  # no silent from-scratch run
     # the same epochs and one lr per 64 clips for every cell (linear scaling does the rest)
     assert cfg.optim == reference.optim
-    # validation every 512 clips, a quarter of an epoch of 2048 videos
-    assert cfg.trainer.val_period * cell.batch == 512 and cfg.trainer.val_videos == 64
+    assert cfg.data.frame_cache and cfg.data.crop_size == reference.data.crop_size == 40
+    # validation every 1024 clips, half an epoch of 2048 videos
+    assert cfg.trainer.val_period * cell.batch == 1024 and cfg.trainer.val_videos == 64
 
 
 @pytest.mark.parametrize("cell", TABLE8_EXTENDED, ids=lambda c: c.experiment)
