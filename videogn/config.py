@@ -50,7 +50,11 @@ class ModelConfig:
 
     name: ModelName = ModelName["i3d_r50"]
     num_classes: int = II("data.num_classes")
+    # A path, a named source (torchvision:resnet50, detectron:R-50-GN), or none (scratch).
     pretrained: str | None = None
+    # Refuse to train when pretrained resolves to null (an unset environment variable): the
+    # Kinetics and Table 8 experiments set it; scratch is then an explicit pretrained=none.
+    require_pretrained: bool = False
     base_width: int = 64
     stage_depths: list[int] | None = None
     temporal_kernels: list[list[int]] | None = None
