@@ -75,8 +75,6 @@ def fetch_part(
         if offset and response.status != 206:
             offset = 0  # Range ignored: the body is the whole file
         total = _total_from_headers(response, offset)
-        if on_bytes is not None and offset:
-            on_bytes(offset)
         size = offset
         with open(part, "ab" if offset else "wb") as out:
             try:
