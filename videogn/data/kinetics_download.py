@@ -19,6 +19,7 @@ one is continued, and one that fails to extract is fetched again from the start,
 from __future__ import annotations
 
 import csv
+import gzip
 import logging
 import os
 import shutil
@@ -40,7 +41,8 @@ logger = logging.getLogger(__name__)
 OFFICIAL_BASE_URL = "https://s3.amazonaws.com/kinetics/400"
 SPLITS = ("train", "val", "test")
 REPLACEMENT = "replacement_for_corrupted_k400.tgz"
-CORRUPT = (tarfile.TarError, EOFError, zlib.error, OSError)
+# What a truncated or damaged archive raises (not disk errors: those must not delete it).
+CORRUPT = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,8 @@ def safe_extract(archive: str | Path, dest: str | Path) -> ExtractResult:
             if reason is not None:
                 result.refused.append((member.name, reason))
                 continue
+            # Parents first: archives extracted by parallel threads share folders.
+            (dest / member.name).parent.mkdir(parents=True, exist_ok=True)
             tar.extract(member, dest, set_attrs=False, **extra)
             if member.isfile():
                 result.written.append(os.path.normpath(member.name))
