@@ -151,6 +151,23 @@ def test_a_corrupt_archive_of_the_right_size_is_fetched_again(tmp_path, local_ht
     assert len(read_video_list(tmp_path / "k" / "val" / "val.txt")) == 2
 
 
+def test_the_unlabelled_test_split_is_downloaded_without_a_list(
+    tmp_path, local_http, fake_kinetics, capsys
+):
+    local_http.files.update(fake_kinetics)
+    val = "/400/val/"
+    for name, data in fake_kinetics.items():  # a test split: val's clips, no label column
+        if name.startswith(val):
+            local_http.files[name.replace(val, "/400/test/").replace("_val_", "_test_")] = data
+    rows = fake_kinetics["/400/annotations/val.csv"].decode().splitlines()
+    unlabelled = [",".join(row.split(",")[1:]) for row in rows]
+    local_http.files["/400/annotations/test.csv"] = "\n".join(unlabelled).encode()
+    assert download(tmp_path / "k", local_http.url + "/400", "--splits", "test") == 0
+    assert "test: clips downloaded; no list" in capsys.readouterr().out
+    assert len(list((tmp_path / "k" / "test").glob("*.mp4"))) == 2
+    assert not (tmp_path / "k" / "test" / "test.txt").exists()
+
+
 def test_a_missing_address_is_a_clear_error(tmp_path, local_http, capsys):
     assert download(tmp_path / "k", local_http.url + "/nothing") == 2
     error = capsys.readouterr().err

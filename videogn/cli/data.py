@@ -179,7 +179,11 @@ def run_download(args) -> int:
     )
     for archive, member, reason in summary.refused:
         print(f"refused {archive}: {member} ({reason}); not written")
-    for split, (found, rows) in summary.lists.items():
+    for split in (s.strip() for s in args.splits.split(",") if s.strip()):
+        if split not in summary.lists:
+            print(f"{split}: clips downloaded; no list (its CSV has no label column)")
+            continue
+        found, rows = summary.lists[split]
         list_path = Path(args.out) / split / f"{split}.txt"
         print(f"{split}: {found} of {rows} annotated clips listed in {list_path}")
     print(f"next: videogn-data check LIST --root DIR, then videogn-train ... data.root={args.out}")

@@ -223,6 +223,11 @@ def build_lists(out: Path, annotations: dict[str, Path], classes: list[str], sum
     """``videogn-data build`` for every split: ``OUT/{split}/{split}.txt`` (and the missing
     clips in ``{split}.missing.csv``)."""
     for split, csv_path in annotations.items():
+        with open(csv_path, newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f), [])
+        if "label" not in header:  # the official test CSV: clips without labels
+            logger.warning("%s has no label column: no %s list built", csv_path, split)
+            continue
         found, rows = write_kinetics_list(
             csv_path,
             classes,
