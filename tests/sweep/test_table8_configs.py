@@ -118,6 +118,9 @@ def test_pretrained_variables_are_optional_overrides_checked_before_any_job(monk
     monkeypatch.setenv("VIDEOGN_PRETRAINED_GN", "detectron:R-50-GX")
     with pytest.raises(ValueError, match="unknown pretrained source 'detectron:R-50-GX'"):
         pretrained_env(False, [])
+    monkeypatch.setenv("VIDEOGN_PRETRAINED_GN", "")
+    with pytest.raises(ValueError, match="VIDEOGN_PRETRAINED_GN is set but empty"):
+        pretrained_env(False, [])
     monkeypatch.setenv("VIDEOGN_PRETRAINED_GN", "detectron:R-101-GN")
     assert pretrained_env(False, [])["VIDEOGN_PRETRAINED_GN"] == "detectron:R-101-GN"
     with pytest.raises(ValueError, match="same weights"):

@@ -90,9 +90,14 @@ def pretrained_env(from_scratch: bool, overrides: list[str]) -> dict[str, str | 
     env: dict[str, str | None] = {}
     for norm, name in PRETRAINED_ENV.items():
         value = os.environ.get(name)
-        if not value:
+        if value is None:
             logger.info("%s unset: the %s cells start from %s", name, norm, DEFAULT_SOURCES[norm])
             continue
+        if not value.strip():  # every job would stop on model.require_pretrained: say it now
+            raise ValueError(
+                f"{name} is set but empty: unset it for the default {DEFAULT_SOURCES[norm]}, "
+                "set a file or a named source, or pass --from-scratch"
+            )
         if is_named(value):
             lookup(value)  # an unknown name fails here, before any job
             env[name] = value
