@@ -119,6 +119,8 @@ def test_download_resumes_repairs_refuses_and_lists(tmp_path, local_http, fake_k
             assert (archives / split / name).read_bytes() == fake_kinetics[f"/400/{split}/{name}"]
     assert "refused part_0.tar.gz: ../escape.txt (path climbs out with '..')" in printed
     assert not list(tmp_path.rglob("escape.txt"))
+    refused = (out / "refused_members.tsv").read_text()
+    assert refused == "part_0.tar.gz\t../escape.txt\tpath climbs out with '..'\n"
     assert "1 replacement videos applied" in printed
     tgz = io.BytesIO(fake_kinetics["/400/replacement_for_corrupted_k400.tgz"])
     with tarfile.open(fileobj=tgz) as tar:

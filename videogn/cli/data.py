@@ -162,16 +162,20 @@ def _add_download(subparsers) -> None:
 def run_download(args) -> int:
     from videogn.data.kinetics_download import OFFICIAL_BASE_URL, download_kinetics400
     from videogn.data.lists import read_classes
+    from videogn.utils.http_download import DownloadError
 
-    summary = download_kinetics400(
-        args.out,
-        splits=tuple(s.strip() for s in args.splits.split(",") if s.strip()),
-        workers=args.workers,
-        base_url=args.base_url or OFFICIAL_BASE_URL,
-        classes=read_classes(args.classes) if args.classes else None,
-        progress=not args.no_progress,
-        delete_archives=args.delete_archives,
-    )
+    try:
+        summary = download_kinetics400(
+            args.out,
+            splits=tuple(s.strip() for s in args.splits.split(",") if s.strip()),
+            workers=args.workers,
+            base_url=args.base_url or OFFICIAL_BASE_URL,
+            classes=read_classes(args.classes) if args.classes else None,
+            progress=not args.no_progress,
+            delete_archives=args.delete_archives,
+        )
+    except DownloadError as e:
+        raise DownloadError(f"{e}\n(the same command continues where this run stopped)") from e
     print(
         f"archives: {len(summary.fetched)} fetched, {len(summary.skipped)} complete from an "
         f"earlier run, {len(summary.refetched)} corrupt and fetched again; "

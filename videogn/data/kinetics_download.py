@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 OFFICIAL_BASE_URL = "https://s3.amazonaws.com/kinetics/400"
 SPLITS = ("train", "val", "test")
 REPLACEMENT = "replacement_for_corrupted_k400.tgz"
+REFUSED_RECORD = "refused_members.tsv"  # archive, member, reason: one line per refusal
 # What a truncated or damaged archive raises (not disk errors: those must not delete it).
 CORRUPT = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
 
@@ -117,9 +118,10 @@ class Transfer:
         self.lock = threading.Lock()
 
     def add_total(self, nbytes: int) -> None:
-        with self.lock:
-            self.bar.total += nbytes
-            self.bar.refresh()
+        if nbytes:
+            with self.lock:
+                self.bar.total += nbytes
+                self.bar.refresh()
 
     def on_bytes(self, nbytes: int) -> None:
         with self.lock:
@@ -156,7 +158,14 @@ class Transfer:
             self.summary.refetched.append(archive.path.name)
             self.fetch(archive, remote_size(archive.url))
             result = safe_extract(archive.path, dest)
-        self.summary.refused += [(archive.path.name, m, why) for m, why in result.refused]
+        refused = [(archive.path.name, m, why) for m, why in result.refused]
+        with self.lock:  # recorded as found: a run that fails later still leaves the record
+            self.summary.refused += refused
+            for name, member, why in refused:
+                logger.warning("refused %s: %s (%s); not written", name, member, why)
+                record = self.out / REFUSED_RECORD
+                with open(record, "a", encoding="utf-8") as f:
+                    f.write(f"{name}\t{member}\t{why}\n")
         return result
 
     def complete(self, archive: Archive, dest: Path, delete: bool, size: int | None) -> None:
@@ -275,8 +284,4 @@ def download_kinetics400(
     classes = classes or default_classes(annotations)
     (out / "classes.txt").write_text("\n".join(classes) + "\n", encoding="utf-8")
     build_lists(out, annotations, classes, summary)
-    if summary.refused:
-        with open(out / "refused_members.tsv", "w", encoding="utf-8") as f:
-            f.write("archive\tmember\treason\n")
-            f.writelines(f"{a}\t{m}\t{why}\n" for a, m, why in summary.refused)
     return summary
