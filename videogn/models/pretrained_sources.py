@@ -230,8 +230,8 @@ def _download_checked(source: NamedSource, timeout: float) -> None:
         fetch_resuming(source.url, part, timeout=timeout)
     except DownloadError as e:
         raise PretrainedSourceError(
-            f"{source.name}: cannot download {source.url} ({e}); it belongs in "
-            f"{source.cache_path}. " + _by_hand(source)
+            f"{source.name}: cannot download: {e}. It belongs in {source.cache_path}. "
+            + _by_hand(source)
         ) from e
     try:
         check_file(source, part)
