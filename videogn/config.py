@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING
 
@@ -50,9 +51,10 @@ class ModelConfig:
 
     name: ModelName = ModelName["i3d_r50"]
     num_classes: int = II("data.num_classes")
+    # A path, a named source (torchvision:resnet50, detectron:R-50-GN), or none (scratch).
     pretrained: str | None = None
-    # true: stop before training when `pretrained` resolves to null (an unset environment
-    # variable); training from scratch is then an explicit pretrained=none
+    # Refuse to train when pretrained resolves to null (an unset environment variable): the
+    # Kinetics and Table 8 experiments set it; scratch is then an explicit pretrained=none.
     require_pretrained: bool = False
     base_width: int = 64
     stage_depths: list[int] | None = None
@@ -305,17 +307,57 @@ def check_override_keys(overrides: list[str], schema: type = TrainConfig) -> Non
             node = _field_type(names[part])
 
 
+def _flat_keys(node: Any, prefix: str = "") -> list[str]:
+    if not isinstance(node, dict):
+        return []
+    keys = []
+    for name, value in node.items():
+        key = f"{prefix}{name}"
+        keys += [key, *_flat_keys(value, key + ".")]
+    return keys
+
+
+def check_experiment_keys(overrides: list[str], config_dir: str = CONFIG_DIR) -> None:
+    """Reject an experiment file (or one it builds on) that still uses a moved key, naming
+    the file and the new key, as :func:`check_override_keys` does for the command line.
+
+    Hydra's own error for such a file names neither the new key nor a fix.
+
+    Raises:
+        KeyError: naming the file, the old key and the new one.
+    """
+    experiment_dir = Path(config_dir) / "experiment"
+    pending = [o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("experiment=")]
+    seen: set[str] = set()
+    while pending:
+        name = pending.pop().strip()
+        path = experiment_dir / f"{name.removeprefix('/experiment/')}.yaml"
+        if name in seen or not path.is_file():
+            continue  # a missing file is hydra's to report
+        seen.add(name)
+        content = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        for entry in content.get("defaults", []):
+            if isinstance(entry, str) and not entry.startswith(("override", "_self_")):
+                base = entry if entry.startswith("/") else str(Path(name).parent / entry)
+                pending.append(base.removeprefix("/experiment/").removeprefix("./"))
+        for key in _flat_keys({k: v for k, v in content.items() if k != "defaults"}):
+            if key in MOVED_KEYS:
+                raise KeyError(f"{path}: config key '{key}' has moved: use '{MOVED_KEYS[key]}'")
+
+
 def _field_type(f: Any) -> Any:
     # Annotations are strings (postponed evaluation); only dataclass names need resolving.
     return f.type if not isinstance(f.type, str) else globals().get(f.type)
 
 
-def exit_on_bad_overrides(argv: list[str], config_name: str) -> None:
-    """Exit with status 2 and a clear message if a command-line key is not in the schema."""
+def exit_on_bad_overrides(argv: list[str], config_name: str, config_dir: str = CONFIG_DIR) -> None:
+    """Exit with status 2 and a clear message if a command-line key is not in the schema, or
+    the chosen experiment file uses a key that has moved."""
     schema = TrainConfig if config_name == "train" else TestRunConfig
     overrides = [a for a in argv if not a.startswith("-")]
     try:
         check_override_keys(overrides, schema)
+        check_experiment_keys(overrides, config_dir)
     except KeyError as e:
         print(f"videogn-{config_name}: {e.args[0]}", file=sys.stderr)
         sys.exit(2)

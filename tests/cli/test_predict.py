@@ -115,3 +115,24 @@ def test_every_video_failing_exits_1_and_bad_arguments_are_clear(run_dir, tmp_pa
     result = subprocess.run([sys.executable, "-m", "videogn.cli.predict", "video.mp4"],
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     assert result.returncode == 2 and "checkpoint=RUN_DIR" in result.stderr
+
+
+def test_many_videos_are_decoded_by_loader_workers_in_order_with_a_progress_bar(
+    run_dir, shared_videos, tmp_path, capsys
+):
+    garbage = tmp_path / "not_a_video.mp4"
+    garbage.write_bytes(b"this is not a video" * 100)
+    good = str(shared_videos / GOOD[1])
+    videos = [good] * 4 + [str(garbage)] + [good] * 4  # 9: the bar shows from 8
+    _, alone = predict_json(capsys, good, f"checkpoint={run_dir}", "test.num_workers=0")
+    status = predict_main([*videos, f"checkpoint={run_dir}", "test.num_workers=2", "--json"])
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert status == 0 and [r["video"] for r in out["results"]] == videos
+    assert "error" in out["results"][4] and "error" not in out["results"][8]
+    expected = alone["results"][0]["predictions"]
+    for result in out["results"][:4] + out["results"][5:]:  # the same scores as decoded here
+        assert [p["index"] for p in result["predictions"]] == [p["index"] for p in expected]
+        scores = [p["score"] for p in result["predictions"]]
+        assert scores == pytest.approx([p["score"] for p in expected], abs=1e-6)
+    assert "9/9" in captured.err  # tqdm's bar on stderr; stdout stays JSON

@@ -108,16 +108,23 @@ def test_slurm_multirun_uses_the_launcher_config(tmp_path):
     assert not any(a.startswith("trainer.accumulation_steps") for a in command)
 
 
-def test_pretrained_files_are_required_unless_from_scratch(monkeypatch, tmp_path):
+def test_pretrained_variables_are_optional_overrides_checked_before_any_job(monkeypatch, tmp_path):
     monkeypatch.delenv("VIDEOGN_PRETRAINED_BN", raising=False)
     monkeypatch.delenv("VIDEOGN_PRETRAINED_GN", raising=False)
-    with pytest.raises(ValueError, match="VIDEOGN_PRETRAINED_BN is not set"):
-        pretrained_env(False, [])
+    assert pretrained_env(False, []) == {}  # the experiment files' named sources apply
     (tmp_path / "bn.pt").write_bytes(b"")
     monkeypatch.setenv("VIDEOGN_PRETRAINED_BN", str(tmp_path / "bn.pt"))
     monkeypatch.setenv("VIDEOGN_PRETRAINED_GN", str(tmp_path / "gn.pt"))
     with pytest.raises(ValueError, match="gn.pt: no such file"):
         pretrained_env(False, [])
+    monkeypatch.setenv("VIDEOGN_PRETRAINED_GN", "detectron:R-50-GX")
+    with pytest.raises(ValueError, match="unknown pretrained source 'detectron:R-50-GX'"):
+        pretrained_env(False, [])
+    monkeypatch.setenv("VIDEOGN_PRETRAINED_GN", "")
+    with pytest.raises(ValueError, match="VIDEOGN_PRETRAINED_GN is set but empty"):
+        pretrained_env(False, [])
+    monkeypatch.setenv("VIDEOGN_PRETRAINED_GN", "detectron:R-101-GN")
+    assert pretrained_env(False, [])["VIDEOGN_PRETRAINED_GN"] == "detectron:R-101-GN"
     with pytest.raises(ValueError, match="same weights"):
         pretrained_env(True, ["model.pretrained=x.pt"])
     assert pretrained_env(True, []) == {
@@ -125,3 +132,10 @@ def test_pretrained_files_are_required_unless_from_scratch(monkeypatch, tmp_path
         "VIDEOGN_PRETRAINED_GN": None,
     }
     assert Path(CONFIG_DIR, "hydra/launcher/table8_slurm.yaml").is_file()
+
+
+def test_from_scratch_gives_every_cell_an_explicit_none(tmp_path, capsys):
+    from videogn.sweep.table8 import launch_table8
+
+    launch_table8(tmp_path, ["data.root=/k"], from_scratch=True, dry_run=True)
+    assert "model.pretrained=none" in capsys.readouterr().out.splitlines()[-1]

@@ -71,7 +71,9 @@ def _add_table8(sub) -> None:
     t8.add_argument(
         "--from-scratch",
         action="store_true",
-        help="no ImageNet initialization (VIDEOGN_PRETRAINED_BN/_GN not needed)",
+        help="no ImageNet initialization: every cell gets model.pretrained=none (without it, "
+        "VIDEOGN_PRETRAINED_BN/_GN or the named defaults torchvision:resnet50 and "
+        "detectron:R-50-GN)",
     )
     t8.add_argument("--dry-run", action="store_true", help="print the multirun command only")
     t8.add_argument(

@@ -20,11 +20,14 @@ from omegaconf import DictConfig
 from videogn.config import CONFIG_DIR, exit_on_bad_overrides, register_configs
 from videogn.data.transforms import describe_views
 from videogn.engine import distributed
+from videogn.engine.builders.model import PretrainedRequiredError
 from videogn.engine.guards import NonFiniteLossError
 from videogn.engine.run import train
+from videogn.models.pretrained_sources import PretrainedSourceError
 
 logger = logging.getLogger("videogn.train")
 EXIT_NON_FINITE = 3
+EXIT_BAD_INPUT = 2
 KINETICS_COMMAND = "videogn-train experiment=kinetics400_i3d_bn data.root=/path/to/kinetics400"
 
 register_configs()
@@ -78,6 +81,9 @@ def hydra_main(cfg: DictConfig) -> None:
     except NonFiniteLossError as e:
         logger.error("%s", e)
         sys.exit(EXIT_NON_FINITE)
+    except (PretrainedRequiredError, PretrainedSourceError) as e:  # a message, no traceback
+        logger.error("videogn-train: %s", e)
+        sys.exit(EXIT_BAD_INPUT)
     finally:
         # No barrier after a failure: a peer may be gone, and the barrier would wait for it.
         distributed.shutdown_distributed(synchronize=finished)

@@ -94,7 +94,8 @@ def resume(trainer: Trainer, resume: str, run_dir: Path) -> Path | None:
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Train (resuming if there is a checkpoint), then test. Returns a summary dict."""
-    spec = build_run_spec(cfg)
+    spec = build_run_spec(cfg)  # a Table 8 cell without its weights stops here
+    spec.model.fetch_pretrained()  # an unreachable named source fails here, in seconds
     dist = distributed.init_distributed(spec.device)
     if not dist.is_main:
         logging.getLogger().setLevel(logging.WARNING)  # one copy of the log: rank 0's

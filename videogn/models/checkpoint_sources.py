@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from videogn.models.i3d import ResNet3D
+from videogn.models.pretrained_sources import resolve_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -207,7 +208,7 @@ def read_checkpoint(path: str | Path) -> SourceCheckpoint:
         FileNotFoundError: the file does not exist.
         ValueError: the file holds no ResNet weights of a known layout.
     """
-    path = Path(path).expanduser()
+    path = Path(resolve_pretrained(path)).expanduser()  # a named source: its cached file
     if not path.is_file():
         raise FileNotFoundError(f"pretrained checkpoint '{path}' does not exist")
     weights, rest = _unwrap(_load_file(path), path)
