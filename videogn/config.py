@@ -54,7 +54,8 @@ class ModelConfig:
     # A path, a named source (torchvision:resnet50, detectron:R-50-GN), or none (scratch).
     pretrained: str | None = None
     # Refuse to train when pretrained resolves to null (an unset environment variable): the
-    # Kinetics and Table 8 experiments set it; scratch is then an explicit pretrained=none.
+    # Kinetics, Table 8 and mini Table 8 experiments set it; scratch is an explicit
+    # pretrained=none.
     require_pretrained: bool = False
     base_width: int = 64
     stage_depths: list[int] | None = None

@@ -59,9 +59,7 @@ def test_an_empty_variable_stops_the_cell_naming_the_variable(make_cfg, monkeypa
 
 def test_a_mini_cell_without_its_variable_names_it(make_cfg, monkeypatch):
     monkeypatch.delenv("VIDEOGN_MINI_PRETRAINED_BN", raising=False)
-    cfg = make_cfg(
-        "experiment=mini_table8/bn_8x2_bs8", "data.root=/mini", "model.require_pretrained=true"
-    )
+    cfg = make_cfg("experiment=mini_table8/bn_32x2_bs8", "data.root=/mini")
     with pytest.raises(PretrainedRequiredError, match="VIDEOGN_MINI_PRETRAINED_BN"):
         spec_of(cfg)
 
