@@ -52,6 +52,7 @@ class DataSpec:
     normalization: tuple  # (mean, std) the weights expect
     backend: str
     decode_threads: int
+    decode_timeout_s: float | None
     num_workers: int
     output_dtype: str
     max_failure_fraction: float
@@ -86,12 +87,29 @@ class DataSpec:
             decode_threads=self.decode_threads,
             max_failure_fraction=self.max_failure_fraction,
             seed=seed,
+            decode_timeout_s=self.decode_timeout_s,
         )
 
     def test_dataset(
         self, records, sampler: TestClipSampler, transform: TestTransform
     ) -> VideoTestDataset:
-        return VideoTestDataset(records, sampler=sampler, transform=transform, backend=self.backend)
+        return VideoTestDataset(
+            records,
+            sampler=sampler,
+            transform=transform,
+            backend=self.backend,
+            decode_timeout_s=self.decode_timeout_s,
+        )
+
+
+def decode_time_limit(seconds: float | None) -> float | None:
+    """``data.decode_timeout_s`` checked: None (or 0) for no limit, else positive seconds."""
+    if seconds is not None and seconds < 0:
+        raise ValueError(
+            f"data.decode_timeout_s must be a positive number of seconds, or null or 0 for no "
+            f"limit; got {seconds}"
+        )
+    return seconds or None
 
 
 def build_data(data_cfg: DictConfig) -> DataSpec:
@@ -116,6 +134,7 @@ def build_data(data_cfg: DictConfig) -> DataSpec:
         normalization=(mean, std),
         backend=enum_value(d.backend),
         decode_threads=d.decode_threads,
+        decode_timeout_s=decode_time_limit(d.decode_timeout_s),
         num_workers=d.num_workers,
         output_dtype=output_dtype,
         max_failure_fraction=d.max_failure_fraction,
