@@ -26,13 +26,14 @@ from videogn.engine.checkpoint import (
 )
 from videogn.engine.metrics import MetricsWriter, read_metrics
 
-# A child videogn-train whose torch.save fails on call FAIL_AT, after writing part of the file.
+# A child videogn-train whose torch.save fails on the calls listed in FAIL_AT (1-based, comma
+# separated), after writing part of the file.
 FULL_DISK_ON_CALL = """
 import errno, os, sys, torch
 real_save, calls = torch.save, [0]
 def save_on_a_disk_that_fills(obj, f, *args, **kwargs):
     calls[0] += 1
-    if calls[0] == int(os.environ["FAIL_AT"]):
+    if str(calls[0]) in os.environ["FAIL_AT"].split(","):
         f.write(b"PK\\x03\\x04" + bytes(4096))  # the part that fitted
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     return real_save(obj, f, *args, **kwargs)
@@ -46,7 +47,7 @@ DEMO = dict(num_classes=4, train_videos_per_class=4, val_videos_per_class=1,
             frames_per_video=24, frame_size=32, event_gap=8, event_length=2)  # fmt: skip
 
 
-def train(cache: Path, run_dir: Path, fail_at: int | None) -> subprocess.CompletedProcess:
+def train(cache: Path, run_dir: Path, fail_at: str | None) -> subprocess.CompletedProcess:
     """4 iterations with a checkpoint after each, the newest 3 kept."""
     params = [f"data.demo.params.{k}={v}" for k, v in DEMO.items() if k != "num_classes"]
     overrides = [
@@ -69,7 +70,7 @@ def test_a_full_disk_at_one_checkpoint_keeps_the_others_and_the_run_finishes(tmp
     ensure_demo_dataset(cache, **DEMO)
     clean, faulty = tmp_path / "clean", tmp_path / "faulty"
     assert train(cache, clean, None).returncode == 0
-    result = train(cache, faulty, fail_at=3)  # the checkpoint of iteration 3
+    result = train(cache, faulty, fail_at="3")  # the checkpoint of iteration 3
     log = result.stdout
     assert result.returncode == 0, log[-4000:]
     folder = faulty / "checkpoints"
@@ -88,6 +89,24 @@ def test_a_full_disk_at_one_checkpoint_keeps_the_others_and_the_run_finishes(tmp
         got = read_checkpoint_file(folder / name)["model"]
         want = read_checkpoint_file(clean / "checkpoints" / name)["model"]
         assert all(torch.equal(got[k], want[k]) for k in want), name
+
+
+@pytest.mark.slow  # a real 4-iteration run
+def test_a_run_whose_last_checkpoints_fail_finishes_and_says_where_a_resume_starts(tmp_path):
+    cache = tmp_path / "demo"
+    ensure_demo_dataset(cache, **DEMO)
+    result = train(cache, tmp_path / "run", fail_at="3,4")
+    log = result.stdout
+    assert result.returncode == 0, log[-4000:]
+    assert log.count("not written (ENOSPC") == 2
+    second = tmp_path / "run" / "checkpoints" / "iter_00000002.pt"
+    assert (
+        "the run ended (finished) without a checkpoint of its last state (iteration 4): the "
+        f"write failed; a resume starts from {second}"
+    ) in log
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == [
+        "iter_00000001.pt", "iter_00000002.pt"
+    ]  # fmt: skip
 
 
 def failing_fsync(fd):

@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from videogn.engine import distributed
-from videogn.engine.checkpoint import try_save_checkpoint
+from videogn.engine.checkpoint import latest_checkpoint, try_save_checkpoint
 from videogn.engine.guards import (
     NonFiniteLossError,
     PreemptionHandler,
@@ -178,10 +178,10 @@ class Checkpointer(HookBase):
         if self.unsaved_iteration is not None:
             logger.error(
                 "the run ended (%s) without a checkpoint of its last state (iteration %d): the "
-                "write failed; the newest checkpoint on disk is %s",
+                "write failed; a resume starts from %s",
                 self.trainer.status,
                 self.unsaved_iteration,
-                self.trainer.last_checkpoint or "none",
+                latest_checkpoint(self.trainer.run_dir) or "the beginning (no checkpoint)",
             )
 
     def save(self) -> Path | None:
