@@ -13,7 +13,9 @@ import pytest
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
+from videogn.cli.data import main as data_main
 from videogn.config import DataConfig
+from videogn.data.check import check_videos
 from videogn.data.dataset import VideoClipDataset, VideoTestDataset
 from videogn.data.decode_deadline import THREAD_NAME
 from videogn.data.decoders import BACKENDS
@@ -147,3 +149,22 @@ def test_the_limit_is_a_data_key_checked_when_built():
     cfg.decode_timeout_s = -1
     with pytest.raises(ValueError, match="data.decode_timeout_s must be a positive number"):
         build_data(cfg)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_videogn_data_check_marks_a_hung_video_unreadable(workers, records, blocking_backend):
+    good, hang = records
+    items = [(r.path, r.path) for r in (good[0], hang, good[1])]
+    results = check_videos(items, backend=blocking_backend, workers=workers, progress=False,
+                           timeout_s=LIMIT_S)  # fmt: skip
+    assert [r.status for r in results] == ["ok", "unreadable", "ok"]
+    assert results[1].reason == (
+        f"decoding did not finish within {LIMIT_S:g} s (--timeout-s); "
+        "the decoder may hang on a damaged stream"
+    )
+
+
+def test_videogn_data_check_refuses_a_negative_time_limit(capsys):
+    with pytest.raises(SystemExit):
+        data_main(["check", "list.txt", "--timeout-s", "-1"])
+    assert "expected seconds >= 0 (0: no limit), got '-1'" in capsys.readouterr().err

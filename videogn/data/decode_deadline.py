@@ -62,11 +62,15 @@ _helper: _HelperThread | None = None
 
 
 def run_with_time_limit(
-    decode: Callable[[], Result], timeout_s: float | None, path: str | os.PathLike
+    decode: Callable[[], Result],
+    timeout_s: float | None,
+    path: str | os.PathLike,
+    setting: str = "data.decode_timeout_s",
 ) -> Result:
     """``decode()``, or DecodeTimeoutError naming ``path`` after ``timeout_s`` seconds.
 
-    ``timeout_s`` None or 0: no limit, ``decode`` runs in the calling thread.
+    ``timeout_s`` None or 0: no limit, ``decode`` runs in the calling thread. ``setting``
+    names the option that set the limit, in the error's reason.
     """
     global _helper
     if not timeout_s:
@@ -82,6 +86,6 @@ def run_with_time_limit(
         _helper.abandoned, _helper = True, None  # it ends once (if ever) the decode returns
         raise DecodeTimeoutError(
             path,
-            f"decoding did not finish within {timeout_s:g} s (data.decode_timeout_s); "
+            f"decoding did not finish within {timeout_s:g} s ({setting}); "
             "the decoder may hang on a damaged stream",
         ) from None
