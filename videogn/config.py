@@ -108,6 +108,9 @@ class DataConfig:
     num_classes: int = 400
     backend: Backend = Backend["pyav"]
     decode_threads: int = 1
+    # Seconds one video's decode may take before it counts as a failed video (a decoder
+    # blocked on a damaged stream must not hang the run); null or 0: no limit.
+    decode_timeout_s: float | None = 60.0
     num_workers: int = 4
     batch_size: Any = 8  # clips per process, or "auto" (memory planner)
     target_total_batch: int = 64  # batch_size=auto: accumulate up to this many clips per step

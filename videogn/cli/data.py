@@ -52,6 +52,16 @@ def _add_build(subparsers) -> None:
     )
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0 (0: no limit), got '{text}'")
+    return value
+
+
 def _add_check(subparsers) -> None:
     p = subparsers.add_parser(
         "check",
@@ -77,6 +87,13 @@ def _add_check(subparsers) -> None:
     )
     p.add_argument(
         "--full", action="store_true", help="decode every frame, not only the first and last"
+    )
+    p.add_argument(
+        "--timeout-s",
+        type=_seconds,
+        default=60.0,
+        help="a video whose check takes longer is 'unreadable' (a decoder that hangs on it); "
+        "0: no limit (default 60)",
     )
     p.add_argument("--report", default=None, help="report path (default: LIST with .report.tsv)")
     p.add_argument(
@@ -229,6 +246,7 @@ def run_check(args) -> int:
         full=args.full,
         workers=args.workers,
         progress=not args.no_progress,
+        timeout_s=args.timeout_s or None,
     )
     stem = Path(args.list).with_suffix("")
     report = args.report or f"{stem}.report.tsv"

@@ -25,6 +25,7 @@ import torch
 from videogn.data.lists import VideoRecord, read_classes
 from videogn.data.transforms import describe_views
 from videogn.engine import distributed
+from videogn.engine.checkpoint import CheckpointError
 from videogn.engine.evaluate import AGGREGATIONS, score_views
 from videogn.engine.run import RestoredRun, input_preparation, restore_run
 from videogn.engine.trainer import autocast
@@ -141,7 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     device = next((o.split("=", 1)[1] for o in overrides if o.startswith("device=")), "auto")
     dist = distributed.DistInfo(device=distributed.resolve_device(device))
-    run = restore_run(options["checkpoint"], overrides, dist=dist)  # test.num_workers loaders
+    try:
+        run = restore_run(options["checkpoint"], overrides, dist=dist)  # test.num_workers loaders
+    except CheckpointError as err:  # torn, foreign or refused (unsafe) checkpoint: say which
+        print(f"videogn-predict: error: {err}", file=sys.stderr)
+        return 1
     names = class_names(run, options["classes"])
     progress = len(flags.videos) >= PROGRESS_MIN_VIDEOS and not flags.no_progress
     results = predict(run, flags.videos, names, options["top_k"], progress=progress)

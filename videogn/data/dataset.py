@@ -3,8 +3,10 @@
 Train (`VideoClipDataset`): a video that fails is retried `max_retries` times (a new random
 clip each time), then replaced by another random video. Every failure is counted and logged
 with its path and reason (and appended to `failure_log` when given, which works across
-DataLoader workers); once `min_loads` videos were attempted and the fraction that failed
-exceeds `max_failure_fraction`, loading stops with `TooManyBadVideos` and a report.
+DataLoader workers). A decode past `decode_timeout_s` (`decode_deadline`: a decoder blocked
+on a damaged stream) fails the video at once, without retries. Once `min_loads` videos were
+attempted and the fraction that failed exceeds `max_failure_fraction`, loading stops with
+`TooManyBadVideos` and a report.
 Test (`VideoTestDataset`): nothing is dropped; a video that fails comes back with empty views
 and its `error`, so the results can say how many videos were evaluated out of how many.
 
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+from videogn.data.decode_deadline import DecodeTimeoutError, run_with_time_limit
 from videogn.data.decoders import VideoDecodeError, get_backend, open_video
 from videogn.data.frame_cache import FrameCache
 from videogn.data.lists import VideoRecord
@@ -60,6 +63,11 @@ def _load_frames(record: VideoRecord, backend: str, threads: int, choose_indices
         return video.decode(flat)
 
 
+def _load_frames_in_time(record: VideoRecord, timeout_s: float | None, *args):
+    """`_load_frames`, or DecodeTimeoutError once it has taken `timeout_s` seconds."""
+    return run_with_time_limit(lambda: _load_frames(record, *args), timeout_s, record.path)
+
+
 class VideoClipDataset(Dataset):
     """Training clips: {"clip": [C, T, H, W] (float, or uint8 to normalize on the device),
     "label": int, "index": int}.
@@ -83,6 +91,7 @@ class VideoClipDataset(Dataset):
         failure_log: str | os.PathLike | None = None,
         seed: int = 0,
         frame_cache: FrameCache | None = None,
+        decode_timeout_s: float | None = None,
     ):
         if not records:
             raise ValueError("VideoClipDataset needs at least one record")
@@ -92,6 +101,7 @@ class VideoClipDataset(Dataset):
         self.records = list(records)
         self.sampler, self.transform = sampler, transform
         self.backend, self.decode_threads = backend, decode_threads
+        self.decode_timeout_s = decode_timeout_s
         self.max_retries, self.max_substitutions = int(max_retries), int(max_substitutions)
         self.max_failure_fraction, self.min_loads = float(max_failure_fraction), int(min_loads)
         self.failure_log = None if failure_log is None else os.fspath(failure_log)
@@ -118,14 +128,18 @@ class VideoClipDataset(Dataset):
             for attempt in range(self.max_retries + 1):
                 rng = np.random.default_rng([self.seed, self.epoch, index, substitution, attempt])
                 try:
-                    frames = _load_frames(
+                    frames = _load_frames_in_time(
                         record,
+                        self.decode_timeout_s,
                         self.backend,
                         threads,
                         lambda n, fps, rng=rng: self.sampler(n, rng, fps),
                         self.frame_cache,
                     )
                     clip = self.transform(frames, rng)
+                except DecodeTimeoutError as err:
+                    reason = err.reason
+                    break  # not retried: each try could strand another blocked thread
                 except VideoDecodeError as err:
                     reason = err.reason
                     continue
@@ -185,12 +199,14 @@ class VideoTestDataset(Dataset):
         backend: str = "pyav",
         decode_threads: int | None = None,
         frame_cache: FrameCache | None = None,
+        decode_timeout_s: float | None = None,
     ):
         get_backend(backend)  # unknown or not installed: fail here, not in a loader worker
         self.records = list(records)
         self.sampler, self.transform = sampler, transform
         self.backend, self.decode_threads = backend, decode_threads
         self.frame_cache = frame_cache
+        self.decode_timeout_s = decode_timeout_s
 
     def __len__(self) -> int:
         return len(self.records)
@@ -199,7 +215,14 @@ class VideoTestDataset(Dataset):
         record = self.records[index]
         threads = _setup_loading(self.decode_threads)
         try:
-            frames = _load_frames(record, self.backend, threads, self.sampler, self.frame_cache)
+            frames = _load_frames_in_time(
+                record,
+                self.decode_timeout_s,
+                self.backend,
+                threads,
+                self.sampler,
+                self.frame_cache,
+            )
         except VideoDecodeError as err:
             logger.warning(
                 "test video failed, reported in results: %s: %s", record.path, err.reason

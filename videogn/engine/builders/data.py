@@ -53,6 +53,7 @@ class DataSpec:
     normalization: tuple  # (mean, std) the weights expect
     backend: str
     decode_threads: int
+    decode_timeout_s: float | None
     num_workers: int
     output_dtype: str
     max_failure_fraction: float
@@ -89,6 +90,7 @@ class DataSpec:
             max_failure_fraction=self.max_failure_fraction,
             seed=seed,
             frame_cache=self.frame_cache,
+            decode_timeout_s=self.decode_timeout_s,
         )
 
     def test_dataset(
@@ -100,7 +102,18 @@ class DataSpec:
             transform=transform,
             backend=self.backend,
             frame_cache=self.frame_cache,
+            decode_timeout_s=self.decode_timeout_s,
         )
+
+
+def decode_time_limit(seconds: float | None) -> float | None:
+    """``data.decode_timeout_s`` checked: None (or 0) for no limit, else positive seconds."""
+    if seconds is not None and seconds < 0:
+        raise ValueError(
+            f"data.decode_timeout_s must be a positive number of seconds, or null or 0 for no "
+            f"limit; got {seconds}"
+        )
+    return seconds or None
 
 
 def build_data(data_cfg: DictConfig) -> DataSpec:
@@ -125,6 +138,7 @@ def build_data(data_cfg: DictConfig) -> DataSpec:
         normalization=(mean, std),
         backend=enum_value(d.backend),
         decode_threads=d.decode_threads,
+        decode_timeout_s=decode_time_limit(d.decode_timeout_s),
         num_workers=d.num_workers,
         output_dtype=output_dtype,
         max_failure_fraction=d.max_failure_fraction,
