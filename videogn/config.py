@@ -40,6 +40,8 @@ Backend = enum.Enum("Backend", {name: name for name in BACKENDS})
 ShortVideo = enum.Enum("ShortVideo", {"loop": "loop", "repeat_last": "repeat_last"})
 Aggregation = enum.Enum("Aggregation", {"mean": "mean", "sum": "sum", "max": "max"})
 OutputDtype = enum.Enum("OutputDtype", {"uint8": "uint8", "float32": "float32"})
+TestHeadName = enum.Enum("TestHeadName", {"pooled": "pooled", "fully_conv": "fully_conv"})
+ClipPositions = enum.Enum("ClipPositions", {"centered": "centered", "nonlocal": "nonlocal"})
 AmpMode = enum.Enum("AmpMode", {"none": "none", "bf16": "bf16", "fp16": "fp16"})
 DataSource = enum.Enum("DataSource", {"demo": "demo", "lists": "lists"})
 
@@ -153,6 +155,13 @@ class TestConfig:
     views_per_batch: int = 10
     num_workers: int = 2
     max_videos: int | None = None  # evaluate only the first N listed videos (smoke runs)
+    # pooled: average the whole res5 map, one softmax. fully_conv: the Non-local/PySlowFast
+    # test head: average pools of the training clip's res5 map (sampler.num_frames/8 x
+    # data.crop_size/32 squared) at stride 1, a softmax at each position, their mean.
+    head: TestHeadName = TestHeadName["pooled"]
+    # centered: clip k starts at the centre of the k-th of K equal parts of the valid range;
+    # nonlocal: at int(N*k/K), wrapping past the end (the Non-local video reader).
+    clip_positions: ClipPositions = ClipPositions["centered"]
 
 
 @dataclass
