@@ -189,8 +189,13 @@ class TrainerConfig:
     test_at_end: bool = True
     max_iterations: int | None = None  # stop early (smoke tests); the schedule is unchanged
     # Figure 7's monitor: 1-clip validation with the training transform every val_period
-    # iterations (0: off) on val_videos videos of the val list (None: all of them).
+    # iterations, or (val_period 0) every val_period_epochs epochs (points that do not move
+    # with the list's size; a whole number lands on epoch ends); both 0/null: off. On
+    # val_videos videos of the val list
+    # (None: all of them). BN models are validated with precise BN statistics computed on
+    # precise_bn.num_batches training batches before each point, then restored.
     val_period: int = 0
+    val_period_epochs: float | None = None
     val_videos: int | None = None
     # Recompute activations in backward instead of keeping them: "none", "all", a list of
     # stages ([res2, res3]; stem, res2..res5), or "auto": the fewest stages, largest estimated

@@ -77,7 +77,11 @@ class DataSpec:
         s = self.source
         return read_records(s.val_list, s.val_root, s.num_classes)[:max_videos]
 
-    def train_dataset(self, records, sampler: TrainClipSampler, seed: int) -> VideoClipDataset:
+    def train_dataset(
+        self, records, sampler: TrainClipSampler, seed: int, substitute_failures: bool = True
+    ) -> VideoClipDataset:
+        """Clips as training draws them; ``substitute_failures=False`` reports a video that
+        fails instead of replacing it (the validation monitor)."""
         return VideoClipDataset(
             records,
             sampler=sampler,
@@ -86,6 +90,7 @@ class DataSpec:
             decode_threads=self.decode_threads,
             max_failure_fraction=self.max_failure_fraction,
             seed=seed,
+            substitute_failures=substitute_failures,
         )
 
     def test_dataset(
