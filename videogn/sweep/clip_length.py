@@ -215,7 +215,6 @@ def evaluate_checkpoint(
         videos listed, failures.
     """
     from videogn.engine import distributed
-    from videogn.engine.builders.sampler import build_samplers
     from videogn.engine.run import input_preparation, restore_run
 
     dist = distributed.DistInfo(device=distributed.resolve_device(device))
@@ -223,18 +222,10 @@ def evaluate_checkpoint(
     spec = run.spec
     spec.data.resolve(dist)
     records = spec.data.val_records(max_videos or None)
-    sampler_group = OmegaConf.create(spec.config["sampler"])
-    samplers = {
-        (clip, k): build_samplers(
-            sampler_group, num_test_clips=k, clip=clip, clip_positions=spec.test.clip_positions
-        ).test
-        for clip in clips
-        for k in num_clips
-    }
     results, failures = clip_length_sweep(
         run.model,
         records,
-        samplers=samplers,
+        samplers=setting_samplers(spec, clips, num_clips),
         transform=spec.test_transform(),
         device=dist.device,
         backend=spec.data.backend,
@@ -259,6 +250,21 @@ def evaluate_checkpoint(
             {"clip": f"{c[0]}x{c[1]}", "num_clips": k, **acc.summary()}
             for (c, k), acc in results.items()
         ],
+    }
+
+
+def setting_samplers(spec, clips: list[tuple[int, int]], num_clips: list[int]) -> dict:
+    """The test sampler of every (clip, K), with the run's short-video policy and clip
+    positions (``spec``: the restored run's :class:`~videogn.engine.builders.RunSpec`)."""
+    from videogn.engine.builders.sampler import build_samplers
+
+    sampler_group = OmegaConf.create(spec.config["sampler"])
+    return {
+        (clip, k): build_samplers(
+            sampler_group, num_test_clips=k, clip=clip, clip_positions=spec.test.clip_positions
+        ).test
+        for clip in clips
+        for k in num_clips
     }
 
 
