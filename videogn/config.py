@@ -41,6 +41,8 @@ Backend = enum.Enum("Backend", {name: name for name in BACKENDS})
 ShortVideo = enum.Enum("ShortVideo", {"loop": "loop", "repeat_last": "repeat_last"})
 Aggregation = enum.Enum("Aggregation", {"mean": "mean", "sum": "sum", "max": "max"})
 OutputDtype = enum.Enum("OutputDtype", {"uint8": "uint8", "float32": "float32"})
+TestHeadName = enum.Enum("TestHeadName", {"pooled": "pooled", "fully_conv": "fully_conv"})
+ClipPositions = enum.Enum("ClipPositions", {"centered": "centered", "nonlocal": "nonlocal"})
 AmpMode = enum.Enum("AmpMode", {"none": "none", "bf16": "bf16", "fp16": "fp16"})
 DataSource = enum.Enum("DataSource", {"demo": "demo", "lists": "lists"})
 
@@ -166,6 +168,13 @@ class TestConfig:
     views_per_batch: int = 10
     num_workers: int = 2
     max_videos: int | None = None  # evaluate only the first N listed videos (smoke runs)
+    # pooled: average the whole res5 map, one softmax. fully_conv: the Non-local/PySlowFast
+    # test head: average pools of the training clip's res5 map (sampler.num_frames/8 x
+    # data.crop_size/32 squared) at stride 1, a softmax at each position, their mean.
+    head: TestHeadName = TestHeadName["pooled"]
+    # centered: clip k starts at the centre of the k-th of K equal parts of the valid range;
+    # nonlocal: at int(N*k/K), wrapping past the end (the Non-local video reader).
+    clip_positions: ClipPositions = ClipPositions["centered"]
 
 
 @dataclass
@@ -193,8 +202,13 @@ class TrainerConfig:
     test_at_end: bool = True
     max_iterations: int | None = None  # stop early (smoke tests); the schedule is unchanged
     # Figure 7's monitor: 1-clip validation with the training transform every val_period
-    # iterations (0: off) on val_videos videos of the val list (None: all of them).
+    # iterations, or (val_period 0) every val_period_epochs epochs (points that do not move
+    # with the list's size; a whole number lands on epoch ends); both 0/null: off. On
+    # val_videos videos of the val list
+    # (None: all of them). BN models are validated with precise BN statistics computed on
+    # precise_bn.num_batches training batches before each point, then restored.
     val_period: int = 0
+    val_period_epochs: float | None = None
     val_videos: int | None = None
     # Recompute activations in backward instead of keeping them: "none", "all", a list of
     # stages ([res2, res3]; stem, res2..res5), or "auto": the fewest stages, largest estimated

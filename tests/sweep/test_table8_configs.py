@@ -42,8 +42,11 @@ def test_each_cell_holds_the_paper_setting(make_cfg, monkeypatch, cell):
     model = create_model("i3d_r50", norm="none", base_width=8, stage_depths=(1, 1, 1, 1))
     lr = build_optim(cfg.optim).optimizer(model, cell.batch * 8).param_groups[0]["lr"]
     assert lr == pytest.approx(0.01 * cell.batch / 8)
-    # Figure 7's monitor after every 2 epochs of ~240k videos in every cell, whatever its batch
-    assert cfg.trainer.val_period * cell.batch * 8 == 2 * 240_000 and cfg.trainer.val_videos is None
+    # Figure 7's monitor after every 2 epochs in every cell, whatever its batch or list size
+    assert cfg.trainer.val_period == 0 and cfg.trainer.val_period_epochs == 2
+    assert cfg.trainer.val_videos is None
+    # the Non-local test: fully convolutional head, its reader's clip positions
+    assert (cfg.test.head.name, cfg.test.clip_positions.name) == ("fully_conv", "nonlocal")
 
 
 @pytest.mark.parametrize("cell", MINI_CELLS, ids=lambda c: c.experiment)

@@ -112,7 +112,7 @@ def predict(
             results.append({"video": path, "error": item["error"], "predictions": []})
             continue
         probs = score_views(run.model, item["views"], spec.test.views_per_batch, forward,
-                            run.dist.device, input_preparation(spec))  # fmt: skip
+                            run.dist.device, input_preparation(spec), spec.test.head)  # fmt: skip
         scores = AGGREGATIONS[spec.test.aggregate](probs)
         top = scores.topk(min(top_k, len(scores)))
         predictions = [

@@ -1,7 +1,9 @@
 """Datasets: record -> sampler -> decoder -> transform, with the bad-video policy.
 
 Train (`VideoClipDataset`): a video that fails is retried `max_retries` times (a new random
-clip each time), then replaced by another random video. Every failure is counted and logged
+clip each time), then replaced by another random video (or, with `substitute_failures=False`,
+as the validation monitor uses it, returned as a failed item: {"clip": None, "error": reason},
+so no video is counted twice). Every failure is counted and logged
 with its path and reason (and appended to `failure_log` when given, which works across
 DataLoader workers). A decode past `decode_timeout_s` (`decode_deadline`: a decoder blocked
 on a damaged stream) fails the video at once, without retries. Once `min_loads` videos were
@@ -92,6 +94,7 @@ class VideoClipDataset(Dataset):
         seed: int = 0,
         frame_cache: FrameCache | None = None,
         decode_timeout_s: float | None = None,
+        substitute_failures: bool = True,
     ):
         if not records:
             raise ValueError("VideoClipDataset needs at least one record")
@@ -107,6 +110,7 @@ class VideoClipDataset(Dataset):
         self.failure_log = None if failure_log is None else os.fspath(failure_log)
         self.seed, self.epoch = int(seed), 0
         self.frame_cache = frame_cache
+        self.substitute_failures = substitute_failures
         self.failures: list[tuple[str, str]] = []
         self.num_loads = 0  # videos attempted by this process (one per video, not per retry)
 
@@ -145,6 +149,8 @@ class VideoClipDataset(Dataset):
                     continue
                 return {"clip": clip, "label": record.label, "index": candidate}
             self._record_failure(record.path, reason)
+            if not self.substitute_failures:
+                return {"clip": None, "label": record.label, "index": index, "error": reason}
             candidate = int(pick_rng.integers(len(self.records)))
         raise TooManyBadVideos(
             f"{self.max_substitutions + 1} videos in a row failed to load for item {index}; "

@@ -135,6 +135,8 @@ class PreciseBNHook(HookBase):
         trainer = self.trainer
         clips = self.batches(trainer.position.epoch, trainer.options.sampler_seed)
         update_bn_stats(trainer.model, clips, self.num_batches, forward=self.forward)
+        # A validation at this step finds the population statistics already in the model.
+        trainer.precise_bn_step = trainer.position.global_iteration
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         with self.trainer.autocast():

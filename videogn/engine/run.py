@@ -152,8 +152,9 @@ def test_model(
     records = spec.data.val_records(spec.test.max_videos)
     t = spec.test
     logger.info(
-        "testing %d videos: %d clips x %s of %s frames, %s of softmax scores",
-        len(records), t.num_clips, describe_views(t.num_crops), spec.samplers.clip, t.aggregate,
+        "testing %d videos: %d clips (%s) x %s of %s frames, %s head, %s of softmax scores",
+        len(records), t.num_clips, t.clip_positions, describe_views(t.num_crops),
+        spec.samplers.clip, t.head.kind, t.aggregate,
     )  # fmt: skip
     results = evaluate_shard(
         model,
@@ -166,6 +167,7 @@ def test_model(
         forward_context=partial(autocast, dist.device, spec.trainer.amp_dtype),
         prepare=input_preparation(spec),
         progress=dist.is_main,
+        head=t.head,
     )
     results = gather_results(results)
     if not dist.is_main:
@@ -200,6 +202,9 @@ def report_test(
         num_clips=spec.test.num_clips,
         num_crops=spec.test.num_crops,
         aggregate=spec.test.aggregate,
+        head=spec.test.head.kind,
+        head_window=spec.test.head.window,
+        clip_positions=spec.test.clip_positions,
         val_list=source.val_list,
         clip=spec.samplers.clip,
         norm=spec.model.norm,
@@ -246,7 +251,10 @@ def restore_run(
     if isinstance(overrides, (list, tuple)):
         overrides = OmegaConf.from_dotlist(list(overrides))
     recorded = drop_moved_keys(state["config"])  # a run from before a key moved
-    spec = build_run_spec(OmegaConf.merge(OmegaConf.structured(TrainConfig), recorded, overrides))
+    schema = OmegaConf.structured(TrainConfig)
+    spec = build_run_spec(
+        OmegaConf.merge(schema, recorded, overrides), trained=OmegaConf.merge(schema, recorded)
+    )
     dist = dist or distributed.init_distributed(spec.device)
     # The run's kernel switches: torch's default lets cuDNN convolutions use TF32, which a
     # run trained with trainer.tf32=false (the default) must not be tested with.

@@ -80,7 +80,11 @@ class DataSpec:
         s = self.source
         return read_records(s.val_list, s.val_root, s.num_classes)[:max_videos]
 
-    def train_dataset(self, records, sampler: TrainClipSampler, seed: int) -> VideoClipDataset:
+    def train_dataset(
+        self, records, sampler: TrainClipSampler, seed: int, substitute_failures: bool = True
+    ) -> VideoClipDataset:
+        """Clips as training draws them; ``substitute_failures=False`` reports a video that
+        fails instead of replacing it (the validation monitor)."""
         return VideoClipDataset(
             records,
             sampler=sampler,
@@ -91,6 +95,7 @@ class DataSpec:
             seed=seed,
             frame_cache=self.frame_cache,
             decode_timeout_s=self.decode_timeout_s,
+            substitute_failures=substitute_failures,
         )
 
     def test_dataset(
