@@ -121,12 +121,15 @@ def main() -> int:
     parser.add_argument("--groups", default="4", help="GN group counts; 0 = one channel each")
     parser.add_argument("--out", type=Path, default=Path("multirun/mini_diagnose"))
     parser.add_argument("--cache-dir", type=Path, default=None)
+    parser.add_argument(
+        "--task", default="{}", type=json.loads, help='e.g. {"disk_radius": [10, 14]}'
+    )
     parser.add_argument("overrides", nargs="*", help="hydra overrides for every run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     cache_dir = Path(args.cache_dir or default_cache_dir())
-    task = ensure_flicker_task(cache_dir, **TAKE3_TASK)
+    task = ensure_flicker_task(cache_dir, **{**TAKE3_TASK, **args.task})
     annotations = load_annotations(task.root)
     seeds = [int(s) for s in args.seeds.split(",")]
     overrides = [f"data.root={task.root}", f"data.frame_cache={task.root / FRAME_CACHE_DIR}"]

@@ -62,8 +62,9 @@ def test_mini_cells_differ_only_in_norm_clip_and_batch(make_cfg, monkeypatch, ce
     # the same epochs and one lr per 64 clips for every cell (linear scaling does the rest)
     assert cfg.optim == reference.optim
     assert cfg.data.frame_cache and cfg.data.crop_size == reference.data.crop_size == 40
-    # validation every 1024 clips, half an epoch of 2048 videos
-    assert cfg.trainer.val_period * cell.batch == 1024 and cfg.trainer.val_videos == 64
+    # validation at every epoch's end, whatever the batch
+    assert cfg.trainer.val_period == 0 and cfg.trainer.val_period_epochs == 1
+    assert cfg.trainer.val_videos == 64 and cfg.test.head.name == "fully_conv"
 
 
 @pytest.mark.parametrize("cell", TABLE8_EXTENDED, ids=lambda c: c.experiment)

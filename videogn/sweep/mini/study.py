@@ -247,7 +247,7 @@ def figure7_section(jobs: list[Job], out_png: Path) -> str:
         "## Training curves (the paper's Figure 7)",
         "Top-1 error of BN and GN at 8 and 4 clips per batch (32×2): training (thin, over each "
         "log window) and the 1-clip validation on 64 test videos with the training "
-        "augmentation (bold, every 1024 training clips); seeds averaged.",
+        "augmentation (bold, at every epoch's end); seeds averaged.",
         f"![Figure 7]({out_png.name})",
         curves_markdown(summary, unit="batch"),
     ))  # fmt: skip
