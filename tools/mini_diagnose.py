@@ -17,9 +17,11 @@ the final training error and the minutes it took.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -50,8 +52,9 @@ def pretrain_all(cache_dir: Path, nets: list[dict]) -> None:
             command = [sys.executable, "-m", "videogn.sweep.mini.pretrain2d", str(cache_dir)]
             running.append(subprocess.Popen([*command, todo.pop(0)]))
         running[0].wait()
-        if running[0].returncode != 0:
-            raise RuntimeError(f"2D pretraining failed: {running[0].args}")
+        for process in [p for p in running if p.poll() is not None]:
+            if process.returncode != 0:
+                raise RuntimeError(f"2D pretraining failed: {shlex.join(process.args)}")
         running = [p for p in running if p.poll() is None]
 
 
@@ -133,6 +136,8 @@ def main() -> int:
     annotations = load_annotations(task.root)
     seeds = [int(s) for s in args.seeds.split(",")]
     overrides = [f"data.root={task.root}", f"data.frame_cache={task.root / FRAME_CACHE_DIR}"]
+    # the run directories name what differs, so runs of other settings are never reused
+    variant = hashlib.sha1(json.dumps([args.overrides, args.task]).encode()).hexdigest()[:6]
     cells = args.cells.split(",")
     group_counts = [int(x) or ONE_CHANNEL_PER_GROUP for x in args.groups.split(",")]
     norms = {cell.split("_")[0] for cell in cells}
@@ -150,7 +155,7 @@ def main() -> int:
                 Job(
                     f"mini_table8/{cell}",
                     seed,
-                    args.out.resolve() / f"{tag}_seed{seed}",
+                    args.out.resolve() / f"{tag}_{variant}_seed{seed}",
                     extra_overrides=extra,
                     extra_env=((PRETRAINED_ENV[norm], weights),),
                 )

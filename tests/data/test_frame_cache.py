@@ -81,9 +81,26 @@ def test_cached_clips_and_views_equal_uncached(records, tmp_path, where):
     cache = FrameCache("memory" if where == "memory" else tmp_path / "frames")
     uncached, cached = train_set(records, None), train_set(records, cache)
     assert_same(items(cached), items(uncached))
+    stored = len(cache._videos) if where == "memory" else len(list(cache_dir(tmp_path)))
+    assert stored == 6  # every good video was served from the cache, the bad ones were not
     # the bad files fail the same way (same reasons, same substitutes) with and without it
     assert cached.failures == uncached.failures and len(cached.failures) > 0
     assert_same(items(views_set(records, cache)), items(views_set(records, None)))
+
+
+def cache_dir(tmp_path):
+    return (tmp_path / "frames").glob("*.npy")
+
+
+def test_a_torn_cache_file_is_decoded_again(records, tmp_path):
+    path = records[1].path
+    with FrameCache(tmp_path / "frames").open(path) as video:
+        want = video.decode([0, 5])
+    (npy,) = cache_dir(tmp_path)
+    npy.write_bytes(npy.read_bytes()[:100])  # a file cut short (a crash, a full disk)
+    with FrameCache(tmp_path / "frames").open(path) as video:
+        assert np.array_equal(video.decode([0, 5]), want)
+    assert npy.stat().st_size > 1000  # rewritten whole
 
 
 def test_directory_cache_is_shared_and_memory_mapped(records, tmp_path):
@@ -123,13 +140,24 @@ def test_a_video_that_cannot_be_decoded_whole_is_read_uncached(records, tmp_path
     assert isinstance(cache.open(path), CachedVideo)  # the healthy backend's key is its own
 
 
-def test_loader_workers_give_the_same_batches(records):
+def test_loader_workers_give_the_same_batches(records, tmp_path):
     good = records[:6]
     batches = []
-    for cache in (None, make_frame_cache("memory")):
-        loader = DataLoader(train_set(good, cache), batch_size=3, num_workers=2)
-        batches.append([batch["clip"] for batch in loader])
-    assert all(torch.equal(a, b) for a, b in zip(*batches, strict=True))
+    for cache in (None, make_frame_cache(tmp_path / "frames")):
+        dataset = train_set(good, cache)
+        for epoch in (0, 1):
+            dataset.set_epoch(epoch)
+            loader = DataLoader(dataset, batch_size=3, num_workers=2)
+            batches += [batch["clip"] for batch in loader]
+    assert len(list(cache_dir(tmp_path))) == 6  # the workers wrote the shared directory
+    half = len(batches) // 2
+    assert all(torch.equal(a, b) for a, b in zip(batches[:half], batches[half:], strict=True))
+
+
+def compose_memory_with_workers():
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["data.frame_cache=memory", "data.num_workers=2"])
+    return cfg.data
 
 
 def test_the_data_key_builds_the_cache(tmp_path):
@@ -142,3 +170,5 @@ def test_the_data_key_builds_the_cache(tmp_path):
     assert spec.frame_cache.location == str(tmp_path / "frames")
     assert (tmp_path / "frames").is_dir()
     assert make_frame_cache("none") is None and make_frame_cache("memory").in_memory
+    with pytest.raises(ValueError, match="data.frame_cache=memory with data.num_workers=2"):
+        build_data(compose_memory_with_workers())

@@ -264,7 +264,12 @@ def _key_values(pairs: list[str], option: str) -> dict:
         key, sep, value = pair.partition("=")
         if not sep:
             raise SystemExit(f"{option} expects KEY=VALUE, got {pair!r}")
-        changes[key] = float(value) if "." in value else int(value)
+        try:  # numbers, and lists such as disk_radius=[10,14]
+            changes[key] = json.loads(value)
+        except json.JSONDecodeError:
+            raise SystemExit(
+                f"{option} {key}: {value!r} is not a number or a JSON list (e.g. {key}=[10,14])"
+            ) from None
     return changes
 
 

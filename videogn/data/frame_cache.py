@@ -6,10 +6,11 @@ opened, all its frames are decoded by the configured backend; every later open i
 stored frames. The cache sits *under* the sampler and the transform: they see the same
 ``num_frames``, ``fps`` and uint8 frames as without it, so the batches are identical
 (``tests/data/test_frame_cache.py``). It is no place for Kinetics (a decoded 10 s clip at
-256×340 is ~780 MB).
+256×340 and 30 fps is ~78 MB).
 
 Where the frames live:
-- ``memory``: a dict in this process (every DataLoader worker holds its own);
+- ``memory``: a dict in this process; with loader workers, each worker fills its own, and
+  workers made anew every epoch start empty again (use a directory there);
 - a directory: one ``.npy`` per video, memory-mapped when read, shared by every process and
   every run that names the same directory. A file is written under a temporary name and
   renamed into place, with a ``.json`` beside it written last, so a reader never sees half a
@@ -17,7 +18,10 @@ Where the frames live:
   so a replaced video is decoded again.
 
 A video whose full decode fails (a damaged tail, say) is not cached: it is read through the
-backend as without the cache, so the bad-video policy sees exactly what it would see.
+backend as without the cache, so the bad-video policy sees exactly what it would see. A stored
+file that cannot be read back (truncated, half its pair missing) counts as absent: the video is
+decoded again and the file rewritten. The first, whole decode of a video runs inside
+``data.decode_timeout_s`` like any decode; keep the cache to short videos.
 """
 
 from __future__ import annotations
@@ -119,8 +123,12 @@ class FrameCache:
         meta = key.with_suffix(".json")
         if not meta.is_file():
             return None
-        fps = json.loads(meta.read_text(encoding="utf-8"))["fps"]
-        return np.load(key.with_suffix(".npy"), mmap_mode="r"), fps
+        try:
+            fps = json.loads(meta.read_text(encoding="utf-8"))["fps"]
+            return np.load(key.with_suffix(".npy"), mmap_mode="r"), fps
+        except (OSError, ValueError, KeyError) as err:  # torn or half-deleted: decode again
+            logger.warning("frame cache: %s unreadable (%s); decoding %s again", key, err, path)
+            return None
 
     def _write_file(self, path: str, backend: str, frames: np.ndarray, fps: float) -> None:
         key = self._key(path, backend)
@@ -132,6 +140,8 @@ class FrameCache:
             try:
                 with os.fdopen(fd, "wb") as f:
                     write(f)
+                    f.flush()
+                    os.fsync(f.fileno())  # on disk before it is renamed into place
                 os.replace(tmp, key.with_suffix(suffix))
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from videogn.config import enum_value
 from videogn.data.dataset import VideoClipDataset, VideoTestDataset
-from videogn.data.frame_cache import FrameCache, make_frame_cache
+from videogn.data.frame_cache import MEMORY, FrameCache, make_frame_cache
 from videogn.data.lists import VideoRecord, read_video_list
 from videogn.data.samplers import TestClipSampler, TrainClipSampler
 from videogn.data.transforms import TestTransform, TrainTransform, normalization
@@ -111,6 +111,18 @@ class DataSpec:
         )
 
 
+def frame_cache_for(location: str | None, num_workers: int) -> FrameCache | None:
+    """``data.frame_cache``; "memory" with loader workers is refused, since workers made anew
+    every epoch would decode every video whole again each epoch (slower than no cache)."""
+    if location == MEMORY and num_workers > 0:
+        raise ValueError(
+            f"data.frame_cache=memory with data.num_workers={num_workers}: each loader worker "
+            "would fill its own cache again every epoch; give a directory (shared by workers "
+            "and runs) or set data.num_workers=0"
+        )
+    return make_frame_cache(location)
+
+
 def decode_time_limit(seconds: float | None) -> float | None:
     """``data.decode_timeout_s`` checked: None (or 0) for no limit, else positive seconds."""
     if seconds is not None and seconds < 0:
@@ -149,7 +161,7 @@ def build_data(data_cfg: DictConfig) -> DataSpec:
         max_failure_fraction=d.max_failure_fraction,
         train_transform=train_transform,
         batch=BatchRequest(d.batch_size, d.target_total_batch, d.memory_budget_gb),
-        frame_cache=make_frame_cache(d.frame_cache),
+        frame_cache=frame_cache_for(d.frame_cache, d.num_workers),
     )
 
 

@@ -49,7 +49,26 @@ CONTRASTS = (
     ("64×1 at 4 − 32×2 at 8 (what memory allows)", ("64x1", 4), ("32x2", 8)),
 )
 # Two-sided 95% quantiles of Student's t by degrees of freedom (n - 1 seeds).
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306}
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+         9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 14: 2.145, 19: 2.093, 29: 2.045}  # fmt: skip
+# issue 18's goal for GN − BN at 8 clips per batch: the paired 95% interval inside ±5 points
+EQUIVALENCE_POINTS = 5.0
+
+
+def t_975(dof: int) -> float:
+    """Student's t, two-sided 95%, at ``dof`` degrees of freedom (the nearest tabled one at or
+    below it; 1.96 past 29)."""
+    if dof > 29:
+        return 1.96
+    return T_975[max(k for k in T_975 if k <= dof)]
+
+
+def interval(deltas: list[float]) -> tuple[float, float]:
+    mean = statistics.fmean(deltas)
+    half = t_975(len(deltas) - 1) * statistics.stdev(deltas) / len(deltas) ** 0.5
+    return mean - half, mean + half
+
+
 # The pre-registered floor: below this many points a difference does not count (one test
 # video is 0.4 points; seeds of one cell differ by about this much).
 MIN_DIFFERENCE = 2.0
@@ -144,7 +163,7 @@ def verdict(deltas: list[float]) -> str:
     if len(deltas) < 2:
         return "n < 2: no verdict"
     mean, spread = statistics.fmean(deltas), statistics.stdev(deltas)
-    half = T_975.get(len(deltas) - 1, 2.0) * spread / len(deltas) ** 0.5
+    half = t_975(len(deltas) - 1) * spread / len(deltas) ** 0.5
     interval = f"95% CI [{mean - half:+.1f}, {mean + half:+.1f}]"
     if abs(mean) >= MIN_DIFFERENCE and abs(mean) > half:
         return f"**{'gain' if mean > 0 else 'loss'}** ({interval})"
@@ -176,7 +195,10 @@ def contrasts_markdown(results: list[CellResult]) -> str:
 
 def gn_minus_bn_markdown(results: list[CellResult]) -> str:
     """GN − BN in every column, paired by seed (the paper's rows compared cell by cell)."""
-    lines = ["| cell | GN − BN mini (paired) | verdict | paper |", "|---|---|---|---|"]
+    lines = [
+        "| cell | GN − BN mini (paired) | verdict | 95% interval inside ±5? | paper |",
+        "|---|---|---|---|---|",
+    ]
     by_key = {r.cell.key: r for r in results}
     for result in results:
         if result.cell.norm != "gn":
@@ -191,7 +213,11 @@ def gn_minus_bn_markdown(results: list[CellResult]) -> str:
             paper = f"{result.cell.paper_top1 - bn.cell.paper_top1:+.1f}"
         mini = _mean_std(deltas).replace(" (", ", ").replace(")", "") if deltas else "—"
         label = column_label(result.cell.column, "batch")
-        lines.append(f"| {label} | {mini} | {verdict(deltas)} | {paper} |")
+        inside = "—"
+        if len(deltas) >= 2:
+            low, high = interval(deltas)
+            inside = "yes" if low >= -EQUIVALENCE_POINTS and high <= EQUIVALENCE_POINTS else "no"
+        lines.append(f"| {label} | {mini} | {verdict(deltas)} | {inside} | {paper} |")
     return "\n".join(lines)
 
 
