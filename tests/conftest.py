@@ -85,3 +85,91 @@ def run_on_two_ranks(tmp_path):
         return results
 
     return run
+
+
+class LocalFileServer:
+    """A real HTTP server on 127.0.0.1 over ``files`` (URL path -> bytes), with Range requests
+    and, on demand, a transfer cut after N bytes (``cut_once[path] = N``, once per path)."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.files: dict[str, bytes] = {}
+        self.cut_once: dict[str, int] = {}
+        self.requests: list[tuple[str, str | None]] = []  # (path, Range header) per GET
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet test output
+                pass
+
+            def do_HEAD(self):
+                server._serve(self, body=False)
+
+            def do_GET(self):
+                server._serve(self, body=True)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def _serve(self, handler, body: bool) -> None:
+        import re
+        import socket
+
+        path = handler.path
+        if body:
+            self.requests.append((path, handler.headers.get("Range")))
+        data = self.files.get(path)
+        if data is None:
+            handler.send_error(404)
+            return
+        start = 0
+        match = re.match(r"bytes=(\d+)-$", handler.headers.get("Range") or "")
+        if match and body:
+            start = int(match.group(1))
+            if start >= len(data):
+                handler.send_error(416)
+                return
+            handler.send_response(206)
+            handler.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            handler.send_response(200)
+        handler.send_header("Content-Length", str(len(data) - start))
+        handler.end_headers()
+        if not body:
+            return
+        cut = self.cut_once.pop(path, None)
+        if cut is not None:  # send part of the body, then drop the connection
+            handler.wfile.write(data[start : start + cut])
+            handler.wfile.flush()
+            handler.connection.shutdown(socket.SHUT_RDWR)
+            handler.close_connection = True
+            return
+        handler.wfile.write(data[start:])
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def local_http():
+    """A :class:`LocalFileServer`; tests put files in ``.files`` and read ``.url``."""
+    server = LocalFileServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def closed_port_url() -> str:
+    """An address where nothing listens (connection refused at once): "offline"."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING
 
@@ -40,6 +41,8 @@ Backend = enum.Enum("Backend", {name: name for name in BACKENDS})
 ShortVideo = enum.Enum("ShortVideo", {"loop": "loop", "repeat_last": "repeat_last"})
 Aggregation = enum.Enum("Aggregation", {"mean": "mean", "sum": "sum", "max": "max"})
 OutputDtype = enum.Enum("OutputDtype", {"uint8": "uint8", "float32": "float32"})
+TestHeadName = enum.Enum("TestHeadName", {"pooled": "pooled", "fully_conv": "fully_conv"})
+ClipPositions = enum.Enum("ClipPositions", {"centered": "centered", "nonlocal": "nonlocal"})
 AmpMode = enum.Enum("AmpMode", {"none": "none", "bf16": "bf16", "fp16": "fp16"})
 DataSource = enum.Enum("DataSource", {"demo": "demo", "lists": "lists"})
 
@@ -50,7 +53,12 @@ class ModelConfig:
 
     name: ModelName = ModelName["i3d_r50"]
     num_classes: int = II("data.num_classes")
+    # A path, a named source (torchvision:resnet50, detectron:R-50-GN), or none (scratch).
     pretrained: str | None = None
+    # Refuse to train when pretrained resolves to null (an unset environment variable): the
+    # Kinetics, Table 8 and mini Table 8 experiments set it; scratch is an explicit
+    # pretrained=none.
+    require_pretrained: bool = False
     base_width: int = 64
     stage_depths: list[int] | None = None
     temporal_kernels: list[list[int]] | None = None
@@ -102,6 +110,9 @@ class DataConfig:
     num_classes: int = 400
     backend: Backend = Backend["pyav"]
     decode_threads: int = 1
+    # Seconds one video's decode may take before it counts as a failed video (a decoder
+    # blocked on a damaged stream must not hang the run); null or 0: no limit.
+    decode_timeout_s: float | None = 60.0
     num_workers: int = 4
     batch_size: Any = 8  # clips per process, or "auto" (memory planner)
     target_total_batch: int = 64  # batch_size=auto: accumulate up to this many clips per step
@@ -116,6 +127,10 @@ class DataConfig:
     # workers and to the GPU); float32: normalized in the workers, as before.
     output_dtype: OutputDtype = OutputDtype["uint8"]
     max_failure_fraction: float = 0.01
+    # Decode each video once and serve every later clip from stored frames: null (off),
+    # "memory" (per process) or a directory of memory-mapped .npy files shared by runs. For
+    # small datasets read many times (the mini Table 8), never for Kinetics.
+    frame_cache: str | None = None
     demo: DemoConfig = field(default_factory=DemoConfig)
 
 
@@ -153,6 +168,13 @@ class TestConfig:
     views_per_batch: int = 10
     num_workers: int = 2
     max_videos: int | None = None  # evaluate only the first N listed videos (smoke runs)
+    # pooled: average the whole res5 map, one softmax. fully_conv: the Non-local/PySlowFast
+    # test head: average pools of the training clip's res5 map (sampler.num_frames/8 x
+    # data.crop_size/32 squared) at stride 1, a softmax at each position, their mean.
+    head: TestHeadName = TestHeadName["pooled"]
+    # centered: clip k starts at the centre of the k-th of K equal parts of the valid range;
+    # nonlocal: at int(N*k/K), wrapping past the end (the Non-local video reader).
+    clip_positions: ClipPositions = ClipPositions["centered"]
 
 
 @dataclass
@@ -180,8 +202,13 @@ class TrainerConfig:
     test_at_end: bool = True
     max_iterations: int | None = None  # stop early (smoke tests); the schedule is unchanged
     # Figure 7's monitor: 1-clip validation with the training transform every val_period
-    # iterations (0: off) on val_videos videos of the val list (None: all of them).
+    # iterations, or (val_period 0) every val_period_epochs epochs (points that do not move
+    # with the list's size; a whole number lands on epoch ends); both 0/null: off. On
+    # val_videos videos of the val list
+    # (None: all of them). BN models are validated with precise BN statistics computed on
+    # precise_bn.num_batches training batches before each point, then restored.
     val_period: int = 0
+    val_period_epochs: float | None = None
     val_videos: int | None = None
     # Recompute activations in backward instead of keeping them: "none", "all", a list of
     # stages ([res2, res3]; stem, res2..res5), or "auto": the fewest stages, largest estimated
@@ -304,17 +331,57 @@ def check_override_keys(overrides: list[str], schema: type = TrainConfig) -> Non
             node = _field_type(names[part])
 
 
+def _flat_keys(node: Any, prefix: str = "") -> list[str]:
+    if not isinstance(node, dict):
+        return []
+    keys = []
+    for name, value in node.items():
+        key = f"{prefix}{name}"
+        keys += [key, *_flat_keys(value, key + ".")]
+    return keys
+
+
+def check_experiment_keys(overrides: list[str], config_dir: str = CONFIG_DIR) -> None:
+    """Reject an experiment file (or one it builds on) that still uses a moved key, naming
+    the file and the new key, as :func:`check_override_keys` does for the command line.
+
+    Hydra's own error for such a file names neither the new key nor a fix.
+
+    Raises:
+        KeyError: naming the file, the old key and the new one.
+    """
+    experiment_dir = Path(config_dir) / "experiment"
+    pending = [o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("experiment=")]
+    seen: set[str] = set()
+    while pending:
+        name = pending.pop().strip()
+        path = experiment_dir / f"{name.removeprefix('/experiment/')}.yaml"
+        if name in seen or not path.is_file():
+            continue  # a missing file is hydra's to report
+        seen.add(name)
+        content = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        for entry in content.get("defaults", []):
+            if isinstance(entry, str) and not entry.startswith(("override", "_self_")):
+                base = entry if entry.startswith("/") else str(Path(name).parent / entry)
+                pending.append(base.removeprefix("/experiment/").removeprefix("./"))
+        for key in _flat_keys({k: v for k, v in content.items() if k != "defaults"}):
+            if key in MOVED_KEYS:
+                raise KeyError(f"{path}: config key '{key}' has moved: use '{MOVED_KEYS[key]}'")
+
+
 def _field_type(f: Any) -> Any:
     # Annotations are strings (postponed evaluation); only dataclass names need resolving.
     return f.type if not isinstance(f.type, str) else globals().get(f.type)
 
 
-def exit_on_bad_overrides(argv: list[str], config_name: str) -> None:
-    """Exit with status 2 and a clear message if a command-line key is not in the schema."""
+def exit_on_bad_overrides(argv: list[str], config_name: str, config_dir: str = CONFIG_DIR) -> None:
+    """Exit with status 2 and a clear message if a command-line key is not in the schema, or
+    the chosen experiment file uses a key that has moved."""
     schema = TrainConfig if config_name == "train" else TestRunConfig
     overrides = [a for a in argv if not a.startswith("-")]
     try:
         check_override_keys(overrides, schema)
+        check_experiment_keys(overrides, config_dir)
     except KeyError as e:
         print(f"videogn-{config_name}: {e.args[0]}", file=sys.stderr)
         sys.exit(2)

@@ -81,6 +81,33 @@ def test_full_frame_protocol_is_named(run_dir, shared_videos, capsys):
     assert "3 clips x the full frame of 8x2 frames" in out["protocol"]
 
 
+def test_predict_uses_the_runs_test_head(run_dir, shared_videos, capsys):
+    """With test.head=fully_conv the scores are the engine's fully-convolutional test of the
+    video (a 48x64 full frame: 2x2 positions of the 32-crop window), not the pooled head's."""
+    video = str(shared_videos / GOOD[0])
+    overrides = ["test.head=fully_conv", "test.num_crops=full"]
+    _, fully_conv = predict_json(capsys, video, f"checkpoint={run_dir}", "top_k=4", *overrides)
+    _, pooled = predict_json(capsys, video, f"checkpoint={run_dir}", "top_k=4",
+                             "test.num_crops=full")  # fmt: skip
+    run = restore_run(run_dir, overrides, dist=DistInfo(), loader_workers=0)
+    assert run.spec.test.head.window == (1, 1, 1)
+    dataset = run.spec.data.test_dataset([VideoRecord(video, 0)], run.spec.samplers.test,
+                                         run.spec.test_transform())  # fmt: skip
+    engine = evaluate_shard(
+        run.model,
+        dataset,
+        [0],
+        device=torch.device("cpu"),
+        num_workers=0,
+        prepare=input_preparation(run.spec),
+        head=run.spec.test.head,
+    )[0]
+    by_class = {p["index"]: p["score"] for p in fully_conv["results"][0]["predictions"]}
+    assert [by_class[i] for i in range(4)] == pytest.approx(engine.scores.tolist(), abs=1e-6)
+    pooled_by_class = {p["index"]: p["score"] for p in pooled["results"][0]["predictions"]}
+    assert [pooled_by_class[i] for i in range(4)] != pytest.approx(engine.scores.tolist(), abs=1e-6)
+
+
 def test_text_output_names_classes_from_a_file_and_reports_bad_videos(
     run_dir, shared_videos, tmp_path, capsys
 ):
@@ -115,3 +142,24 @@ def test_every_video_failing_exits_1_and_bad_arguments_are_clear(run_dir, tmp_pa
     result = subprocess.run([sys.executable, "-m", "videogn.cli.predict", "video.mp4"],
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     assert result.returncode == 2 and "checkpoint=RUN_DIR" in result.stderr
+
+
+def test_many_videos_are_decoded_by_loader_workers_in_order_with_a_progress_bar(
+    run_dir, shared_videos, tmp_path, capsys
+):
+    garbage = tmp_path / "not_a_video.mp4"
+    garbage.write_bytes(b"this is not a video" * 100)
+    good = str(shared_videos / GOOD[1])
+    videos = [good] * 4 + [str(garbage)] + [good] * 4  # 9: the bar shows from 8
+    _, alone = predict_json(capsys, good, f"checkpoint={run_dir}", "test.num_workers=0")
+    status = predict_main([*videos, f"checkpoint={run_dir}", "test.num_workers=2", "--json"])
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert status == 0 and [r["video"] for r in out["results"]] == videos
+    assert "error" in out["results"][4] and "error" not in out["results"][8]
+    expected = alone["results"][0]["predictions"]
+    for result in out["results"][:4] + out["results"][5:]:  # the same scores as decoded here
+        assert [p["index"] for p in result["predictions"]] == [p["index"] for p in expected]
+        scores = [p["score"] for p in result["predictions"]]
+        assert scores == pytest.approx([p["score"] for p in expected], abs=1e-6)
+    assert "9/9" in captured.err  # tqdm's bar on stderr; stdout stays JSON

@@ -87,6 +87,22 @@ def test_bad_video_is_retried_then_substituted_and_logged(video_records, tmp_pat
     assert "1 of 2 video loads failed" in dataset.failure_report()
 
 
+def test_validation_reports_a_bad_video_instead_of_replacing_it(video_records):
+    """The validation monitor's dataset: a video that fails (after its retries) comes back as
+    a failed item, so the monitor counts it as failed and never counts another video twice;
+    the validation collate keeps the clips that loaded and the count of those that did not."""
+    from videogn.engine.validation import collate_validation
+
+    records = video_records["bad"][:1] + video_records["good"]
+    dataset = train_dataset(records, max_retries=1, max_failure_fraction=1.0,
+                            substitute_failures=False)  # fmt: skip
+    failed = dataset[0]
+    assert failed["clip"] is None and failed["index"] == 0 and "cannot open" in failed["error"]
+    batch = collate_validation([dataset[i] for i in range(len(records))])
+    assert batch["failed"] == 1 and batch["clip"].shape == (NUM_GOOD, 3, 4, 32, 32)
+    assert batch["label"].tolist() == [0, 1, 2, 3]
+
+
 def test_failure_fraction_above_threshold_stops_with_a_report(video_records):
     records = video_records["bad"] + video_records["good"][:1]
     dataset = train_dataset(records, max_failure_fraction=0.2, min_loads=1)

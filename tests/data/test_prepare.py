@@ -107,6 +107,16 @@ def test_output_names_and_sizes():
     assert scaled_size(135, 241, 256, upscale=False) == (134, 240)
 
 
+def test_the_long_side_is_truncated_to_even_as_the_nonlocal_preparation():
+    """ffmpeg scale="trunc(oh*a/2)*2:256": 4:3 -> 256x340 (not 342), 16:9 -> 256x454,
+    portrait 3:4 -> 340x256, and an exact even size stays (4:3 at 240 -> 320)."""
+    assert scaled_size(240, 320, 256) == (256, 340)
+    assert scaled_size(480, 640, 256) == (256, 340)
+    assert scaled_size(1080, 1920, 256) == (256, 454)
+    assert scaled_size(640, 480, 256) == (340, 256)
+    assert scaled_size(480, 640, 240) == (240, 320)
+
+
 def test_bad_settings_and_colliding_outputs_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="short_side"):
         PrepareSettings(short_side=255)

@@ -149,3 +149,28 @@ def test_bad_video_length_and_num_clips_are_rejected():
         TrainClipSampler(4, 1)(0, np.random.default_rng(0))
     with pytest.raises(ValueError, match="num_clips"):
         TestClipSampler(4, 1, num_clips=0)
+
+
+def test_both_test_clip_positions_on_a_300_frame_video():
+    """K=10 clips of 32x2 (a 63-frame window) on 300 frames. centered: the centres of 10 equal
+    parts of the 238 valid starts, no wrap; nonlocal: int(300 k / 10), the clips starting at
+    240 and 270 wrapping past the end to frame 0 as the Non-local reader's index mod N."""
+    centered = TestClipSampler(32, 2, num_clips=10)
+    nonlocal_ = TestClipSampler(32, 2, num_clips=10, clip_positions="nonlocal")
+    assert centered.starts(300).tolist() == [11, 35, 59, 83, 107, 130, 154, 178, 202, 226]
+    assert nonlocal_.starts(300).tolist() == [0, 30, 60, 90, 120, 150, 180, 210, 240, 270]
+    clips = nonlocal_(300)
+    assert clips[7].tolist() == list(range(210, 273, 2))
+    assert clips[9].tolist() == [(270 + 2 * i) % 300 for i in range(32)]
+    assert clips[9][:15].tolist() == list(range(270, 300, 2)) and clips[9][15] == 0
+    assert all((np.diff(c) == 2).all() for c in centered(300)) and centered(300)[9][-1] == 288
+
+
+def test_nonlocal_starts_follow_the_readers_float32_arithmetic():
+    """The C++ reader computes float(N) / float(K) * k in float32: for N=70, K=30, clip 27
+    starts at 62 where exact arithmetic gives 63. The reader's value is kept."""
+    starts = TestClipSampler(1, 1, num_clips=30, clip_positions="nonlocal").starts(70)
+    assert starts[27] == 62 and 70 * 27 // 30 == 63
+    assert starts[15] == 35  # exact where float32 is
+    with pytest.raises(ValueError, match="test.clip_positions"):
+        TestClipSampler(8, 1, clip_positions="uniform")

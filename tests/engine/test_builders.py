@@ -115,3 +115,28 @@ def test_num_crops_is_checked_when_the_run_is_built(make_cfg, value, views):
     assert spec.test.num_crops == value and spec.test_transform().views_per_clip == views
     with pytest.raises(ValueError, match=r"test.num_crops.*1, 3 or 'full'.*'ful'"):
         build_run_spec(make_cfg("test.num_crops=ful"))
+
+
+def test_a_validation_period_in_epochs_follows_the_list_size(make_cfg):
+    """trainer.val_period_epochs: points every 2 epochs whatever the iterations per epoch (the
+    Kinetics list's real size); a val_period in iterations, when given, wins; <= 0 is named."""
+    spec = build_run_spec(make_cfg("trainer.val_period=0", "trainer.val_period_epochs=2"))
+    assert spec.trainer.validation_period(3656) == 7312
+    assert spec.trainer.validation_period(16) == 32
+    spec = build_run_spec(make_cfg("trainer.val_period=5", "trainer.val_period_epochs=2"))
+    assert spec.trainer.validation_period(16) == 5
+    with pytest.raises(ValueError, match="trainer.val_period_epochs"):
+        build_run_spec(make_cfg("trainer.val_period_epochs=0"))
+
+
+def test_the_fully_conv_window_is_the_training_clips_res5_map(make_cfg):
+    spec = build_run_spec(
+        make_cfg(
+            "test.head=fully_conv", "sampler=8x4", "data.crop_size=48", "data.scale_range=[48,54]"
+        )
+    )
+    assert (spec.test.head.kind, spec.test.head.window) == ("fully_conv", (1, 2, 2))
+    spec = build_run_spec(make_cfg("experiment=kinetics400_i3d_bn", "data.root=/k"))
+    assert (spec.test.head.kind, spec.test.head.window) == ("fully_conv", (4, 7, 7))
+    assert spec.samplers.test.clip_positions == "nonlocal"
+    assert build_run_spec(make_cfg()).test.head.kind == "pooled"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import numpy as np
@@ -177,3 +178,41 @@ def test_full_frame_views_of_other_sizes_are_scored_apart_never_padded(tmp_path)
         views = dataset[0]["views"]  # 32x42, padded to the 16:9 video's 32x56
         padded = F.pad(views, (0, 56 - 42))
         assert not torch.allclose(model(padded).softmax(1).mean(0), model(views).softmax(1).mean(0))
+
+
+def toy_i3d(seed: int = 0) -> nn.Module:
+    from videogn.models.factory import create_model
+
+    torch.manual_seed(seed)
+    model = create_model("i3d_r50", norm="gn", norm_kwargs={"num_groups": 4}, num_classes=5,
+                         base_width=8, stage_depths=(1, 1, 1, 1))  # fmt: skip
+    nn.init.normal_(model.head.fc.weight, std=0.1)  # scores neither uniform nor saturated
+    return model.eval()
+
+
+def test_fully_conv_equals_pooled_when_the_view_is_the_training_crop():
+    """A 16x48x48 view, trained on 16x48 crops: the window is the whole res5 map (2x2x2), one
+    position, so the two heads give the same scores; a 16x80x112 view (res5 2x3x4) differs."""
+    from videogn.engine.evaluate import POOLED, TestHead
+    from videogn.models.i3d import res5_size
+
+    model, head = toy_i3d(), TestHead("fully_conv", res5_size(16, 48, 48))
+    torch.manual_seed(1)
+    views = torch.randn(3, 3, 16, 48, 48)
+    with torch.no_grad():
+        same = head.probabilities(model, views, contextlib.nullcontext)
+        torch.testing.assert_close(same, POOLED.probabilities(model, views, contextlib.nullcontext))
+        large = torch.randn(2, 3, 16, 80, 112)
+        fully_conv = head.probabilities(model, large, contextlib.nullcontext)
+        pooled = POOLED.probabilities(model, large, contextlib.nullcontext)
+    assert (fully_conv - pooled).abs().max() > 1e-3
+    torch.testing.assert_close(fully_conv.sum(dim=1), torch.ones(2))
+
+
+def test_a_fully_conv_head_needs_a_window_and_names_the_key():
+    from videogn.engine.evaluate import TestHead
+
+    with pytest.raises(ValueError, match="test.head=fully_conv needs"):
+        TestHead("fully_conv")
+    with pytest.raises(ValueError, match="test.head must be one of"):
+        TestHead("center")

@@ -20,7 +20,7 @@ def test_a_run_from_before_a_key_moved_is_restored(tmp_path):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train")
     model = build_run_spec(cfg).model.create(pretrained=False)
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # as runs record it
     del config["optim"]["norm_weight_decay"]
     config["optim"]["weight_decay_norm"] = False
     torch.save({"model": model.state_dict(), "config": config}, tmp_path / "old.pt")

@@ -41,13 +41,15 @@ class ColourClips(Dataset):
         return {"clip": clip, "label": label, "index": i}
 
 
-def make_trainer(run_dir, validation: ValidationHook | None, precise_bn=None) -> Trainer:
+def make_trainer(
+    run_dir, validation: ValidationHook | None, precise_bn=None, train_clips=None
+) -> Trainer:
     torch.manual_seed(0)
     model = create_model(
         "i3d_r50", norm="bn", num_classes=4, base_width=8, stage_depths=(1, 1, 1, 1), dropout=0.5
     )
     make_loader, batches = train_loader_factory(
-        ColourClips(16), batch_size=4, num_workers=0, dist=DistInfo()
+        train_clips or ColourClips(16), batch_size=4, num_workers=0, dist=DistInfo()
     )
     optimizer = build_sgd(model, 0.1)
     return Trainer(
@@ -127,6 +129,87 @@ def test_a_period_ending_an_epoch_validates_after_precise_bn(tmp_path):
     assert sorted(hook.seen) == [4, 8]
     for step, left in zip((4, 8), precise_bn.left, strict=True):
         assert torch.equal(hook.seen[step], left), step
+
+
+class BNSeenInForward(ValidationHook):
+    """The validation hook, noting the BN running mean before each run and during it."""
+
+    def validate(self) -> dict:
+        self.before[self.trainer.position.global_iteration] = self.first_bn().running_mean.clone()
+        return super().validate()
+
+    def forward(self, clips):  # the last call of a run is the validation's own (eval mode)
+        self.during[self.trainer.position.global_iteration] = self.first_bn().running_mean.clone()
+        return super().forward(clips)
+
+    def first_bn(self) -> nn.Module:
+        return next(m for m in self.trainer.model.modules() if isinstance(m, nn.BatchNorm3d))
+
+
+def train_with_precise_bn(run_dir, with_validation: bool):
+    """BN, 2 epochs of 4 iterations, precise BN at epoch ends; the monitor every 3 iterations
+    (3 and 6 mid-epoch, then the end) with precise BN before each point. Precise BN draws from
+    the *training* dataset object, through the run's own loader factory, in-process
+    (num_workers=0): as ``build_trainer`` wires it."""
+    train_clips = ColourClips(16)
+    make_bn_loader, _ = train_loader_factory(train_clips, batch_size=4, num_workers=0,
+                                             dist=DistInfo())  # fmt: skip
+
+    def bn_batches(epoch, seed):
+        return (batch["clip"] for batch in make_bn_loader(epoch, 0, seed + 1))
+
+    hook = None
+    if with_validation:
+        hook = BNSeenInForward(ColourClips(12, seed=7), range(12), num_videos=12, period=3,
+                               batch_size=6, precise_bn_batches=bn_batches,
+                               precise_bn_num_batches=2)  # fmt: skip
+        hook.before, hook.during = {}, {}
+    trainer = make_trainer(run_dir, hook, PreciseBNHook(bn_batches, 2), train_clips)
+    assert trainer.fit() == "finished"
+    return trainer, hook
+
+
+def test_precise_bn_before_each_point_leaves_training_bit_identical(tmp_path):
+    validated, hook = train_with_precise_bn(tmp_path / "val", with_validation=True)
+    plain, _ = train_with_precise_bn(tmp_path / "plain", with_validation=False)
+    # weights, and BN buffers restored after each point: the run without the monitor's
+    for name, value in plain.model.state_dict().items():
+        assert torch.equal(validated.model.state_dict()[name], value), name
+    rows = read_metrics(tmp_path / "val" / "metrics.jsonl", "val")
+    assert [r["step"] for r in rows] == [3, 6, 8]
+    assert all(r["bn_stats"] == "precise" and r["num_failed"] == 0 for r in rows)
+    # mid-epoch: population statistics computed for the point, not the running averages
+    for step in (3, 6):
+        assert "precise_bn_seconds" in rows[[3, 6].index(step)]
+        assert not torch.allclose(hook.during[step], hook.before[step]), step
+    # the epoch's end: the statistics the epoch's precise BN just left, not computed again
+    assert "precise_bn_seconds" not in rows[2]
+    assert torch.equal(hook.during[8], hook.before[8])
+
+
+def test_without_precise_bn_the_row_says_running_statistics(tmp_path):
+    hook = ValidationHook(ColourClips(12, seed=7), range(12), num_videos=12, period=3,
+                          batch_size=6)  # fmt: skip
+    assert make_trainer(tmp_path, hook).fit() == "finished"
+    rows = read_metrics(tmp_path / "metrics.jsonl", "val")
+    assert {r["bn_stats"] for r in rows} == {"running"}
+
+
+class SomeFail(ColourClips):
+    """Videos 2 and 5 cannot be decoded: failed items, as ``substitute_failures=False``."""
+
+    def __getitem__(self, i):
+        if i in (2, 5):
+            return {"clip": None, "label": i % 4, "index": i, "error": "moov atom not found"}
+        return super().__getitem__(i)
+
+
+def test_failed_validation_videos_are_counted_in_the_row_not_replaced(tmp_path):
+    hook = ValidationHook(SomeFail(12, seed=7), range(12), num_videos=12, period=4,
+                          batch_size=5)  # fmt: skip
+    assert make_trainer(tmp_path, hook).fit() == "finished"
+    rows = read_metrics(tmp_path / "metrics.jsonl", "val")
+    assert [(r["num_videos"], r["num_failed"]) for r in rows] == [(10, 2), (10, 2)]
 
 
 def test_the_subset_is_fixed_by_the_seed_and_drawn_from_the_whole_list():

@@ -173,3 +173,31 @@ def test_unknown_model_lists_valid_names():
     with pytest.raises(ValueError) as err:
         videogn.create_model("i3d_r18")
     assert all(name in str(err.value) for name in MODELS)
+
+
+@pytest.mark.parametrize(
+    "clip", [(8, 32, 32), (8, 48, 48), (16, 48, 64), (12, 37, 50), (9, 33, 65), (32, 224, 224)]
+)
+def test_res5_size_is_the_maps_size(clip):
+    """The fully_conv window is computed from the training clip without running the model;
+    it must be the res5 map that clip produces (4x7x7 at 32x224x224), also where sizes do not
+    divide by 8 or 32."""
+    from videogn.models.i3d import res5_size
+
+    model = videogn.create_model("i3d_r50", num_classes=3, base_width=8, stage_depths=(1,) * 4)
+    with torch.no_grad():
+        features = model.eval().forward_features(torch.zeros(1, 3, *clip))
+    assert res5_size(*clip) == tuple(features.shape[2:])
+
+
+def test_window_logits_are_the_fc_of_every_window_average():
+    head = videogn.models.i3d.Head(4, 3)
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 2, 3, 5)
+    with torch.no_grad():
+        logits = head.eval().window_logits(x, (1, 2, 2))
+        assert logits.shape == (2, 3, 2, 2, 4)  # positions: 2 x (3-2+1) x (5-2+1)
+        expected = head.fc(x[:, :, 1, 1:3, 2:4].mean(dim=(2, 3)))
+        torch.testing.assert_close(logits[:, :, 1, 1, 2], expected)
+        # a window larger than the map is cut to it: the global average pool's logits
+        torch.testing.assert_close(head.window_logits(x, (4, 7, 7)).flatten(1), head(x))

@@ -20,9 +20,10 @@ from torchvision.models import resnet50
 
 import videogn
 from videogn.cli.inflate import main as inflate_main
+from videogn.engine.checkpoint import capture_rng_state
 from videogn.models.checkpoint_sources import map_key, read_checkpoint
 from videogn.models.inflate import inflate_conv_weight, load_pretrained
-from videogn.sweep.pretrain2d import ResNet2d
+from videogn.sweep.mini.pretrain2d import ResNet2d
 
 EQUAL = 1e-9  # relative to the largest 2D value; float64 reaches 1e-12 or better
 STAGES = ("stem", "res2", "pool2", "res3", "res4", "res5")
@@ -420,7 +421,7 @@ def test_inflated_checkpoint_records_its_settings_and_loads_like_training_ones(t
     training = {
         "model": {f"module.{k}": v for k, v in saved_file["model"].items()},
         "optimizer": {"state": {}},
-        "rng": {"numpy": np.random.get_state()},
+        "rng": [capture_rng_state()],  # loads weights-only (NumPy's state as plain values)
     }
     report = load_pretrained(toy_i3d("gn"), saved(training, tmp_path / "iter_1.pt"), strict=True)
     assert report.layout == "videogn" and report.mode == "none (already 3D)"

@@ -135,3 +135,31 @@ def test_parse_clip_rejects_nonsense():
         parse_clip("32-2")
     with pytest.raises(ValueError, match="at least 8 frames"):
         parse_clip("4x4")
+
+
+def test_the_sweep_uses_the_runs_head_and_clip_positions(setup, tmp_path):
+    """A run that tests with the fully_conv head and the Non-local clip positions is swept with
+    both: the scores are the engine's test with that head and those positions."""
+    from videogn.data.lists import VideoRecord
+    from videogn.data.video_writer import write_video
+    from videogn.engine.evaluate import POOLED, TestHead
+
+    _, model, _ = setup
+    rng = np.random.default_rng(2)
+    records = []
+    for i, (height, width) in enumerate([(48, 64), (36, 64)]):
+        write_video(tmp_path / f"v{i}.mp4", rng.integers(0, 256, (24, height, width, 3), np.uint8))
+        records.append(VideoRecord(str(tmp_path / f"v{i}.mp4"), i))
+    full = TestTransform(short_side=48, num_crops="full")  # res5 2x2 and 2x3: several windows
+    head = TestHead("fully_conv", (1, 1, 1))  # trained on 8-frame 32x32 crops
+    samplers = {((8, 2), 3): TestClipSampler(8, 2, num_clips=3, clip_positions="nonlocal")}
+    results, _ = clip_length_sweep(
+        model, records, samplers=samplers, transform=full,
+        device=torch.device("cpu"), progress=False, head=head,
+    )  # fmt: skip
+    dataset = VideoTestDataset(records, sampler=samplers[((8, 2), 3)], transform=full)
+    swept = np.stack(results[((8, 2), 3)].scores)
+    for engine_head, equal in ((head, True), (POOLED, False)):
+        engine = evaluate_shard(model, dataset, [0, 1], device=torch.device("cpu"),
+                                num_workers=0, head=engine_head)  # fmt: skip
+        assert np.allclose(swept, np.stack([r.scores for r in engine]), atol=1e-6) == equal

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from videogn.data.decoders import open_video
-from videogn.sweep.flicker_task import (
+from videogn.sweep.mini.flicker_task import (
     FlickerTaskParams,
     colour_states,
     ensure_flicker_task,

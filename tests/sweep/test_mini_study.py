@@ -10,16 +10,16 @@ import pytest
 import torch
 
 from videogn.models.factory import create_model
-from videogn.sweep.flicker_task import ensure_flicker_task
-from videogn.sweep.mini import load_annotations, report_mini, verdict
-from videogn.sweep.mini_study import (
+from videogn.sweep.mini.flicker_task import ensure_flicker_task
+from videogn.sweep.mini.pretrain2d import QUADRANT, TRAIN_COLUMNS, _region
+from videogn.sweep.mini.report import load_annotations, report_mini, verdict
+from videogn.sweep.mini.study import (
     figure7_section,
     make_jobs,
     pretrain_and_inflate,
     run_jobs,
     study_env,
 )
-from videogn.sweep.pretrain2d import QUADRANT, TRAIN_COLUMNS, _region
 
 TOY_PRETRAIN = {"iterations": 3, "batch_size": 8, "val_crops_per_class": 1}
 TOY_RUN = [
@@ -67,11 +67,13 @@ def test_inflated_checkpoints_fill_the_mini_i3d(stage):
 
 def test_two_cells_train_test_resume_and_report(stage, tmp_path):
     task = ensure_flicker_task(
-        tmp_path / "task", num_classes=8, train_videos_per_class=1, val_videos_per_class=1
-    )
-    experiments = ["mini_table8/bn_8x2_bs8", "mini_table8/gn_8x2_bs8"]
+        tmp_path / "task", num_classes=8, train_videos_per_class=1, val_videos_per_class=1,
+        frames_per_video=66,
+    )  # fmt: skip
+    experiments = ["mini_table8/bn_32x2_bs8", "mini_table8/gn_32x2_bs8"]
     jobs = make_jobs(experiments, [0], tmp_path / "runs")
-    overrides = [f"data.root={task.root}", *TOY_RUN]
+    frames = tmp_path / "frames"
+    overrides = [f"data.root={task.root}", f"data.frame_cache={frames}", *TOY_RUN]
     assert run_jobs(jobs, overrides, study_env(stage)) == 0
     assert all(job.done for job in jobs)
     logs = [job.run_dir.with_suffix(".log").stat().st_mtime_ns for job in jobs]
@@ -89,5 +91,6 @@ def test_two_cells_train_test_resume_and_report(stage, tmp_path):
     assert "(n=1)" in text and "n < 2: no verdict" in text and "68 |" in text
     assert "*missing*" in text  # the six cells this test did not run
     assert json.loads((jobs[0].run_dir / "results.json").read_text())["videos_evaluated"] == 8
+    assert len(list(frames.glob("*.npy"))) == 16  # each video decoded once for both runs
     section = figure7_section(jobs, tmp_path / "curves.png")
     assert "Figure 7" in section and (tmp_path / "curves.png").stat().st_size > 0

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from videogn.data.decoders import open_video
-from videogn.sweep.mini_task import MiniTaskParams, ensure_mini_task, render_video
+from videogn.sweep.mini.tint_task import MiniTaskParams, ensure_mini_task, render_video
 
 SMALL = dict(
     num_classes=4,

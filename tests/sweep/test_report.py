@@ -94,10 +94,15 @@ def test_seeds_are_averaged_with_their_spread(tmp_path, write_run):
     assert "**73.0** / 91.0 (±1.4, n=2)" in text
 
 
-def test_run_records_read_the_cell_from_the_resolved_config(tmp_path, write_run):
+def test_run_records_read_the_cell_from_the_resolved_config(tmp_path, write_run, monkeypatch):
+    monkeypatch.delenv("VIDEOGN_PRETRAINED_GN", raising=False)
     run = read_run(write_run(tmp_path / "r", "table8/gn_64x1_bs4", results=results_of(70, 90)))
     assert (run.norm, run.clip, run.batch, run.dataset) == ("gn", "64x1", 4, "kinetics400")
-    assert run.pretrained is None  # VIDEOGN_PRETRAINED_GN unset in the test environment
+    assert run.pretrained == "detectron:R-50-GN"  # the cell's named default, variable unset
+    scratch = write_run(tmp_path / "s", "table8/bn_32x2_bs8", extra=["model.pretrained=none"])
+    assert read_run(scratch).pretrained is None  # explicit scratch reads as scratch
+    text = report_table8([scratch], tmp_path / "t8.md", tmp_path / "t8.png", plan_memory=False)
+    assert "1 Kinetics run(s) started from scratch" in text
 
 
 def test_find_run_dirs_explains_a_wrong_path(tmp_path):

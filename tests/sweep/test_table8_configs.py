@@ -13,7 +13,7 @@ from videogn.config import CONFIG_DIR, register_configs
 from videogn.engine.builders.optim import build_optim
 from videogn.models.factory import create_model
 from videogn.sweep.cells import TABLE8, TABLE8_EXTENDED
-from videogn.sweep.mini import MINI_CELLS
+from videogn.sweep.mini.report import MINI_CELLS
 from videogn.sweep.table8 import accumulation_steps, pretrained_env, table8_multirun
 
 register_configs()
@@ -42,8 +42,11 @@ def test_each_cell_holds_the_paper_setting(make_cfg, monkeypatch, cell):
     model = create_model("i3d_r50", norm="none", base_width=8, stage_depths=(1, 1, 1, 1))
     lr = build_optim(cfg.optim).optimizer(model, cell.batch * 8).param_groups[0]["lr"]
     assert lr == pytest.approx(0.01 * cell.batch / 8)
-    # Figure 7's monitor after every 2 epochs of ~240k videos in every cell, whatever its batch
-    assert cfg.trainer.val_period * cell.batch * 8 == 2 * 240_000 and cfg.trainer.val_videos is None
+    # Figure 7's monitor after every 2 epochs in every cell, whatever its batch or list size
+    assert cfg.trainer.val_period == 0 and cfg.trainer.val_period_epochs == 2
+    assert cfg.trainer.val_videos is None
+    # the Non-local test: fully convolutional head, its reader's clip positions
+    assert (cfg.test.head.name, cfg.test.clip_positions.name) == ("fully_conv", "nonlocal")
 
 
 @pytest.mark.parametrize("cell", MINI_CELLS, ids=lambda c: c.experiment)
@@ -51,14 +54,17 @@ def test_mini_cells_differ_only_in_norm_clip_and_batch(make_cfg, monkeypatch, ce
     monkeypatch.setenv("VIDEOGN_MINI_PRETRAINED_BN", "/w/bn.pt")
     monkeypatch.setenv("VIDEOGN_MINI_PRETRAINED_GN", "/w/gn.pt")
     cfg = make_cfg(f"experiment={cell.experiment}", "data.root=/mini")
-    reference = make_cfg("experiment=mini_table8/bn_8x2_bs8", "data.root=/mini")
+    reference = make_cfg("experiment=mini_table8/bn_32x2_bs8", "data.root=/mini")
     assert cfg.norm.name.name == cell.norm and cfg.data.batch_size == cell.batch
     assert f"{cfg.sampler.num_frames}x{cfg.sampler.frame_interval}" == cell.clip
     assert cfg.model.base_width == 8 and cfg.model.pretrained == f"/w/{cell.norm}.pt"
+    assert cfg.model.require_pretrained  # no silent from-scratch run
     # the same epochs and one lr per 64 clips for every cell (linear scaling does the rest)
     assert cfg.optim == reference.optim
-    # validation every 512 clips, a quarter of an epoch of 2048 videos
-    assert cfg.trainer.val_period * cell.batch == 512 and cfg.trainer.val_videos == 64
+    assert cfg.data.frame_cache and cfg.data.crop_size == reference.data.crop_size == 40
+    # validation at every epoch's end, whatever the batch
+    assert cfg.trainer.val_period == 0 and cfg.trainer.val_period_epochs == 1
+    assert cfg.trainer.val_videos == 64 and cfg.test.head.name == "fully_conv"
 
 
 @pytest.mark.parametrize("cell", TABLE8_EXTENDED, ids=lambda c: c.experiment)
@@ -108,16 +114,23 @@ def test_slurm_multirun_uses_the_launcher_config(tmp_path):
     assert not any(a.startswith("trainer.accumulation_steps") for a in command)
 
 
-def test_pretrained_files_are_required_unless_from_scratch(monkeypatch, tmp_path):
+def test_pretrained_variables_are_optional_overrides_checked_before_any_job(monkeypatch, tmp_path):
     monkeypatch.delenv("VIDEOGN_PRETRAINED_BN", raising=False)
     monkeypatch.delenv("VIDEOGN_PRETRAINED_GN", raising=False)
-    with pytest.raises(ValueError, match="VIDEOGN_PRETRAINED_BN is not set"):
-        pretrained_env(False, [])
+    assert pretrained_env(False, []) == {}  # the experiment files' named sources apply
     (tmp_path / "bn.pt").write_bytes(b"")
     monkeypatch.setenv("VIDEOGN_PRETRAINED_BN", str(tmp_path / "bn.pt"))
     monkeypatch.setenv("VIDEOGN_PRETRAINED_GN", str(tmp_path / "gn.pt"))
     with pytest.raises(ValueError, match="gn.pt: no such file"):
         pretrained_env(False, [])
+    monkeypatch.setenv("VIDEOGN_PRETRAINED_GN", "detectron:R-50-GX")
+    with pytest.raises(ValueError, match="unknown pretrained source 'detectron:R-50-GX'"):
+        pretrained_env(False, [])
+    monkeypatch.setenv("VIDEOGN_PRETRAINED_GN", "")
+    with pytest.raises(ValueError, match="VIDEOGN_PRETRAINED_GN is set but empty"):
+        pretrained_env(False, [])
+    monkeypatch.setenv("VIDEOGN_PRETRAINED_GN", "detectron:R-101-GN")
+    assert pretrained_env(False, [])["VIDEOGN_PRETRAINED_GN"] == "detectron:R-101-GN"
     with pytest.raises(ValueError, match="same weights"):
         pretrained_env(True, ["model.pretrained=x.pt"])
     assert pretrained_env(True, []) == {
@@ -125,3 +138,10 @@ def test_pretrained_files_are_required_unless_from_scratch(monkeypatch, tmp_path
         "VIDEOGN_PRETRAINED_GN": None,
     }
     assert Path(CONFIG_DIR, "hydra/launcher/table8_slurm.yaml").is_file()
+
+
+def test_from_scratch_gives_every_cell_an_explicit_none(tmp_path, capsys):
+    from videogn.sweep.table8 import launch_table8
+
+    launch_table8(tmp_path, ["data.root=/k"], from_scratch=True, dry_run=True)
+    assert "model.pretrained=none" in capsys.readouterr().out.splitlines()[-1]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 from pathlib import Path
@@ -22,6 +21,9 @@ EPILOG = """examples:
 
   # generate (or reuse) the built-in demo dataset
   videogn-data demo --cache-dir .cache/videogn
+
+  # Kinetics-400 from the official archives: resumable, parallel, extracted, repaired, listed
+  videogn-data download kinetics400 --out /data/k400 --splits train,val --workers 8
 """
 
 
@@ -50,6 +52,16 @@ def _add_build(subparsers) -> None:
     )
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0 (0: no limit), got '{text}'")
+    return value
+
+
 def _add_check(subparsers) -> None:
     p = subparsers.add_parser(
         "check",
@@ -75,6 +87,13 @@ def _add_check(subparsers) -> None:
     )
     p.add_argument(
         "--full", action="store_true", help="decode every frame, not only the first and last"
+    )
+    p.add_argument(
+        "--timeout-s",
+        type=_seconds,
+        default=60.0,
+        help="a video whose check takes longer is 'unreadable' (a decoder that hangs on it); "
+        "0: no limit (default 60)",
     )
     p.add_argument("--report", default=None, help="report path (default: LIST with .report.tsv)")
     p.add_argument(
@@ -132,22 +151,81 @@ def _add_demo(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
-def run_build(args) -> int:
-    from videogn.data.kinetics import build_kinetics_list, read_kinetics_csv
-    from videogn.data.lists import read_classes, write_video_list
-
-    clips = read_kinetics_csv(args.csv, split=args.split)
-    records, missing = build_kinetics_list(
-        clips, read_classes(args.classes), args.videos, args.absolute
+def _add_download(subparsers) -> None:
+    p = subparsers.add_parser(
+        "download",
+        help="download Kinetics-400 from the official archives and build its lists",
+        description="Fetch the official Kinetics-400 tarballs (the CVDF's path lists), the "
+        "annotation CSVs and the replacement archive for corrupted videos; resumable at the "
+        "byte and at the file, in parallel, with a progress bar. Each archive is extracted as "
+        "it completes (members that would land outside --out are refused and reported), the "
+        "replacement videos are applied, and `videogn-data build` writes OUT/{split}/{split}.txt: "
+        "then `videogn-train ... data.root=OUT`.",
     )
-    write_video_list(records, args.out)
-    print(f"wrote {len(records)} of {len(clips)} clips to {args.out}; {len(missing)} missing")
+    p.add_argument("dataset", choices=("kinetics400",))
+    p.add_argument("--out", required=True, help="output folder (see the layout in --help)")
+    p.add_argument("--splits", default="train,val", help="comma-separated: train, val, test")
+    p.add_argument("--workers", type=int, default=4, help="parallel transfers (default 4)")
+    p.add_argument(
+        "--base-url", default=None, help="a mirror of https://s3.amazonaws.com/kinetics/400"
+    )
+    p.add_argument("--classes", default=None, help="class names (default: the 400 of Kinetics)")
+    p.add_argument(
+        "--delete-archives", action="store_true", help="delete each tarball once extracted"
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run_download(args) -> int:
+    from videogn.data.kinetics_download import OFFICIAL_BASE_URL, download_kinetics400
+    from videogn.data.lists import read_classes
+    from videogn.utils.http_download import DownloadError
+
+    try:
+        summary = download_kinetics400(
+            args.out,
+            splits=tuple(s.strip() for s in args.splits.split(",") if s.strip()),
+            workers=args.workers,
+            base_url=args.base_url or OFFICIAL_BASE_URL,
+            classes=read_classes(args.classes) if args.classes else None,
+            progress=not args.no_progress,
+            delete_archives=args.delete_archives,
+        )
+    except DownloadError as e:
+        raise DownloadError(f"{e}\n(the same command continues where this run stopped)") from e
+    print(
+        f"archives: {len(summary.fetched)} fetched, {len(summary.skipped)} complete from an "
+        f"earlier run, {len(summary.refetched)} corrupt and fetched again; "
+        f"{summary.replaced} replacement videos applied"
+    )
+    for archive, member, reason in summary.refused:
+        print(f"refused {archive}: {member} ({reason}); not written")
+    for split in (s.strip() for s in args.splits.split(",") if s.strip()):
+        if split not in summary.lists:
+            print(f"{split}: clips downloaded; no list (its CSV has no label column)")
+            continue
+        found, rows = summary.lists[split]
+        list_path = Path(args.out) / split / f"{split}.txt"
+        print(f"{split}: {found} of {rows} annotated clips listed in {list_path}")
+    print(f"next: videogn-data check LIST --root DIR, then videogn-train ... data.root={args.out}")
+    return 0
+
+
+def run_build(args) -> int:
+    from videogn.data.kinetics import write_kinetics_list
+    from videogn.data.lists import read_classes
+
+    found, rows = write_kinetics_list(
+        args.csv,
+        read_classes(args.classes),
+        args.videos,
+        args.out,
+        split=args.split,
+        missing_path=args.missing,
+        absolute=args.absolute,
+    )
+    print(f"wrote {found} of {rows} clips to {args.out}; {rows - found} missing")
     if args.missing:
-        with open(args.missing, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["label", "youtube_id", "time_start", "time_end", "split"])
-            for c in missing:
-                writer.writerow([c.label, c.youtube_id, c.time_start, c.time_end, c.split])
         print(f"missing clips listed in {args.missing}")
     return 0
 
@@ -168,6 +246,7 @@ def run_check(args) -> int:
         full=args.full,
         workers=args.workers,
         progress=not args.no_progress,
+        timeout_s=args.timeout_s or None,
     )
     stem = Path(args.list).with_suffix("")
     report = args.report or f"{stem}.report.tsv"
@@ -253,8 +332,8 @@ def run_demo(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="videogn-data",
-        description="Data tools for videogn: Kinetics lists, video checks, re-encoding, the "
-        "demo dataset.",
+        description="Data tools for videogn: Kinetics download and lists, video checks, "
+        "re-encoding, the demo dataset.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -263,14 +342,22 @@ def main(argv: list[str] | None = None) -> int:
     _add_check(subparsers)
     _add_prepare(subparsers)
     _add_demo(subparsers)
+    _add_download(subparsers)
     args = parser.parse_args(argv)
-    runners = {"build": run_build, "check": run_check, "prepare": run_prepare, "demo": run_demo}
+    runners = {
+        "build": run_build,
+        "check": run_check,
+        "prepare": run_prepare,
+        "demo": run_demo,
+        "download": run_download,
+    }
     runner = runners[args.command]
     from videogn.data.video_reader import BackendNotInstalledError  # light: numpy only
+    from videogn.utils.http_download import DownloadError
 
     try:
         return runner(args)
-    except (FileNotFoundError, ValueError, BackendNotInstalledError) as err:
+    except (FileNotFoundError, ValueError, BackendNotInstalledError, DownloadError) as err:
         print(f"videogn-data {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -22,6 +22,8 @@ EXAMPLES = """\
 examples:
   # Detectron's GroupNorm ImageNet ResNet-50 -> I3D GN for Kinetics-400 (norm picked from file)
   videogn-inflate R-50-GN.pkl i3d_r50_gn_imagenet.pt
+  # the same file by name: downloaded once into $TORCH_HOME/hub/checkpoints, md5 checked
+  videogn-inflate detectron:R-50-GN i3d_r50_gn_imagenet.pt --flip-input-channels
   # torchvision's BN ResNet-50, centre inflation, every backbone tensor must match
   videogn-inflate resnet50-0676ba61.pth i3d_r50_bn_imagenet.pt --mode center --strict
   # BN ImageNet weights into a GN I3D: copy gamma/beta, drop the BN statistics
@@ -55,7 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("src", type=Path, help="2D checkpoint (or a videogn checkpoint)")
+    parser.add_argument(
+        "src",
+        help="2D checkpoint (or a videogn checkpoint), or a named source downloaded once into "
+        "torch hub's cache: torchvision:resnet50[.TAG], torchvision:resnet101, "
+        "detectron:R-50-GN, detectron:R-101-GN, detectron:R-50, detectron:R-101",
+    )
     parser.add_argument("dst", type=Path, help="I3D checkpoint to write (atomically)")
     parser.add_argument(
         "--mode",
@@ -174,7 +181,7 @@ def run(args: argparse.Namespace) -> Path:
         strict=args.strict,
         flip_input_channels=args.flip_input_channels,
     )
-    report.source_sha256 = _sha256(args.src)
+    report.source_sha256 = _sha256(Path(source.path))  # a named source: its cached file
     return save_inflated(
         model,
         args.dst,
@@ -190,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         dst = run(args)
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
+    except (FileNotFoundError, FileExistsError, ValueError) as e:  # incl. PretrainedSourceError
         print(f"videogn-inflate: error: {e}", file=sys.stderr)
         return 1
     print(f"wrote {dst}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -20,12 +21,16 @@ from omegaconf import DictConfig
 from videogn.config import CONFIG_DIR, exit_on_bad_overrides, register_configs
 from videogn.data.transforms import describe_views
 from videogn.engine import distributed
+from videogn.engine.builders.model import PretrainedRequiredError
+from videogn.engine.evaluate import RESULTS_FILE, SCORES_FILE
 from videogn.engine.faults import RunInterrupted
 from videogn.engine.guards import NonFiniteLossError
 from videogn.engine.run import train
+from videogn.models.pretrained_sources import PretrainedSourceError
 
 logger = logging.getLogger("videogn.train")
 EXIT_NON_FINITE = 3
+EXIT_BAD_INPUT = 2
 KINETICS_COMMAND = "videogn-train experiment=kinetics400_i3d_bn data.root=/path/to/kinetics400"
 
 register_configs()
@@ -58,16 +63,31 @@ def format_summary(summary: dict, seconds: float) -> str:
         lines.append(
             f"stopped by a signal; rerun the same command with hydra.run.dir={run_dir} to resume"
         )
+    lines += [f"outputs in {run_dir}:", *output_lines(run_dir, summary["checkpoint"])]
+    test_verb = "test again" if test else "test it"
     lines += [
-        f"outputs in {run_dir}:",
-        "  results.json, video_scores.npz   test results and per-video scores",
-        f"  metrics.jsonl, tensorboard/       training curves (tensorboard --logdir {run_dir})",
-        f"  checkpoints/                      latest: {summary['checkpoint']}",
-        f"test again:     videogn-test checkpoint={run_dir} test.num_crops=3",
+        f"{test_verb + ':':<15} videogn-test checkpoint={run_dir} test.num_crops=3",
         f"Kinetics-400:   {KINETICS_COMMAND}",
         "=" * 78,
     ]
     return "\n".join(lines)
+
+
+def output_lines(run_dir: str, checkpoint: str | None) -> list[str]:
+    """The outputs that exist in the run directory: a run stopped by max_iterations (or
+    with trainer.test_at_end=false) has no test results, and the summary must not claim any."""
+    run = Path(run_dir)
+    lines = []
+    if (run / RESULTS_FILE).exists() and (run / SCORES_FILE).exists():
+        lines.append(f"  {RESULTS_FILE}, {SCORES_FILE}   test results and per-video scores")
+    else:
+        lines.append("  (no test results: the test did not run)")
+    if (run / "metrics.jsonl").exists():
+        lines.append(f"  metrics.jsonl, tensorboard/       training curves "
+                     f"(tensorboard --logdir {run_dir})")  # fmt: skip
+    if checkpoint:
+        lines.append(f"  checkpoints/                      latest: {checkpoint}")
+    return lines
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
@@ -85,6 +105,9 @@ def hydra_main(cfg: DictConfig) -> None:
         # Non-zero, so that torchrun --max-restarts restarts the job and it resumes by itself.
         logger.error("%s", e)
         sys.exit(e.exit_code)
+    except (PretrainedRequiredError, PretrainedSourceError) as e:  # a message, no traceback
+        logger.error("videogn-train: %s", e)
+        sys.exit(EXIT_BAD_INPUT)
     finally:
         # No barrier after a failure: a peer may be gone, and the barrier would wait for it.
         distributed.shutdown_distributed(synchronize=finished)

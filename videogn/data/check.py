@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from videogn.data.decode_deadline import run_with_time_limit
 from videogn.data.decoders import VideoDecodeError, get_backend, open_video
 from videogn.data.lists import VideoRecord
 from videogn.utils.parallel import progress_map
@@ -35,20 +36,32 @@ class VideoCheck:
     height: int | None
 
 
+def _probe(resolved_path: str, backend: str, full: bool):
+    """Open, decode the first and last frames (or every frame), return the VideoInfo."""
+    with open_video(resolved_path, backend=backend, threads=1) as video:
+        info = video.info()
+        if full:
+            for start in range(0, video.num_frames, _FULL_DECODE_CHUNK):
+                video.decode(np.arange(start, min(start + _FULL_DECODE_CHUNK, video.num_frames)))
+        else:
+            video.decode([video.num_frames - 1])
+    return info
+
+
 def check_video(
-    path: str, resolved_path: str, backend: str = "pyav", min_frames: int = 1, full: bool = False
+    path: str,
+    resolved_path: str,
+    backend: str = "pyav",
+    min_frames: int = 1,
+    full: bool = False,
+    timeout_s: float | None = None,
 ) -> VideoCheck:
-    """Check one video; never raises for a bad file (the reason goes into the result)."""
+    """Check one video; never raises for a bad file (the reason goes into the result), nor
+    hangs on one: past ``timeout_s`` it is unreadable (``decode_deadline``)."""
     try:
-        with open_video(resolved_path, backend=backend, threads=1) as video:
-            info = video.info()
-            if full:
-                for start in range(0, video.num_frames, _FULL_DECODE_CHUNK):
-                    video.decode(
-                        np.arange(start, min(start + _FULL_DECODE_CHUNK, video.num_frames))
-                    )
-            else:
-                video.decode([video.num_frames - 1])
+        info = run_with_time_limit(
+            lambda: _probe(resolved_path, backend, full), timeout_s, resolved_path, "--timeout-s"
+        )
     except VideoDecodeError as err:
         return VideoCheck(path, "unreadable", err.reason, None, None, None, None)
     except Exception as err:  # a bug or an exotic failure must not stop a 300k-video check
@@ -75,10 +88,12 @@ def check_videos(
     full: bool = False,
     workers: int = 1,
     progress: bool = True,
+    timeout_s: float | None = None,
 ) -> list[VideoCheck]:
-    """Check (list path, resolved path) pairs with `workers` processes; results in input order."""
+    """Check (list path, resolved path) pairs with `workers` processes; results in input order.
+    A video whose check takes longer than `timeout_s` is unreadable (None: no limit)."""
     get_backend(backend)  # a missing decoder library must not mark every video unreadable
-    tasks = [(path, resolved, backend, min_frames, full) for path, resolved in items]
+    tasks = [(path, resolved, backend, min_frames, full, timeout_s) for path, resolved in items]
     return progress_map(
         _check_task, tasks, workers=workers, desc="checking videos", chunksize=4, progress=progress
     )

@@ -1,10 +1,14 @@
 """Datasets: record -> sampler -> decoder -> transform, with the bad-video policy.
 
 Train (`VideoClipDataset`): a video that fails is retried `max_retries` times (a new random
-clip each time), then replaced by another random video. Every failure is counted and logged
+clip each time), then replaced by another random video (or, with `substitute_failures=False`,
+as the validation monitor uses it, returned as a failed item: {"clip": None, "error": reason},
+so no video is counted twice). Every failure is counted and logged
 with its path and reason (and appended to `failure_log` when given, which works across
-DataLoader workers); once `min_loads` videos were attempted and the fraction that failed
-exceeds `max_failure_fraction`, loading stops with `TooManyBadVideos` and a report.
+DataLoader workers). A decode past `decode_timeout_s` (`decode_deadline`: a decoder blocked
+on a damaged stream) fails the video at once, without retries. Once `min_loads` videos were
+attempted and the fraction that failed exceeds `max_failure_fraction`, loading stops with
+`TooManyBadVideos` and a report.
 Test (`VideoTestDataset`): nothing is dropped; a video that fails comes back with empty views
 and its `error`, so the results can say how many videos were evaluated out of how many.
 
@@ -23,7 +27,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+from videogn.data.decode_deadline import DecodeTimeoutError, run_with_time_limit
 from videogn.data.decoders import VideoDecodeError, get_backend, open_video
+from videogn.data.frame_cache import FrameCache
 from videogn.data.lists import VideoRecord
 from videogn.data.malloc import retain_freed_memory
 from videogn.data.samplers import TestClipSampler, TrainClipSampler
@@ -46,15 +52,22 @@ def _setup_loading(decode_threads: int | None) -> int:
     return 1 if in_worker else min(4, os.cpu_count() or 1)
 
 
-def _load_frames(record: VideoRecord, backend: str, threads: int, choose_indices):
-    """Open a video, let `choose_indices(num_frames, fps)` pick frames, decode them once."""
-    with open_video(record.path, backend=backend, threads=threads) as video:
+def _load_frames(record: VideoRecord, backend: str, threads: int, choose_indices, cache=None):
+    """Open a video, let `choose_indices(num_frames, fps)` pick frames, decode them once (or
+    index them in the frame cache, when one is given)."""
+    opener = open_video if cache is None else cache.open
+    with opener(record.path, backend=backend, threads=threads) as video:
         try:
             indices = choose_indices(video.num_frames, video.fps)
         except ValueError as err:  # e.g. target_fps asked of a video with no known frame rate
             raise VideoDecodeError(record.path, f"cannot sample a clip: {err}") from err
         flat = np.concatenate(indices) if isinstance(indices, list) else indices
         return video.decode(flat)
+
+
+def _load_frames_in_time(record: VideoRecord, timeout_s: float | None, *args):
+    """`_load_frames`, or DecodeTimeoutError once it has taken `timeout_s` seconds."""
+    return run_with_time_limit(lambda: _load_frames(record, *args), timeout_s, record.path)
 
 
 class VideoClipDataset(Dataset):
@@ -79,6 +92,9 @@ class VideoClipDataset(Dataset):
         min_loads: int = 100,
         failure_log: str | os.PathLike | None = None,
         seed: int = 0,
+        frame_cache: FrameCache | None = None,
+        decode_timeout_s: float | None = None,
+        substitute_failures: bool = True,
     ):
         if not records:
             raise ValueError("VideoClipDataset needs at least one record")
@@ -88,10 +104,13 @@ class VideoClipDataset(Dataset):
         self.records = list(records)
         self.sampler, self.transform = sampler, transform
         self.backend, self.decode_threads = backend, decode_threads
+        self.decode_timeout_s = decode_timeout_s
         self.max_retries, self.max_substitutions = int(max_retries), int(max_substitutions)
         self.max_failure_fraction, self.min_loads = float(max_failure_fraction), int(min_loads)
         self.failure_log = None if failure_log is None else os.fspath(failure_log)
         self.seed, self.epoch = int(seed), 0
+        self.frame_cache = frame_cache
+        self.substitute_failures = substitute_failures
         self.failures: list[tuple[str, str]] = []
         self.num_loads = 0  # videos attempted by this process (one per video, not per retry)
 
@@ -113,18 +132,25 @@ class VideoClipDataset(Dataset):
             for attempt in range(self.max_retries + 1):
                 rng = np.random.default_rng([self.seed, self.epoch, index, substitution, attempt])
                 try:
-                    frames = _load_frames(
+                    frames = _load_frames_in_time(
                         record,
+                        self.decode_timeout_s,
                         self.backend,
                         threads,
                         lambda n, fps, rng=rng: self.sampler(n, rng, fps),
+                        self.frame_cache,
                     )
                     clip = self.transform(frames, rng)
+                except DecodeTimeoutError as err:
+                    reason = err.reason
+                    break  # not retried: each try could strand another blocked thread
                 except VideoDecodeError as err:
                     reason = err.reason
                     continue
                 return {"clip": clip, "label": record.label, "index": candidate}
             self._record_failure(record.path, reason)
+            if not self.substitute_failures:
+                return {"clip": None, "label": record.label, "index": index, "error": reason}
             candidate = int(pick_rng.integers(len(self.records)))
         raise TooManyBadVideos(
             f"{self.max_substitutions + 1} videos in a row failed to load for item {index}; "
@@ -178,11 +204,15 @@ class VideoTestDataset(Dataset):
         transform: TestTransform,
         backend: str = "pyav",
         decode_threads: int | None = None,
+        frame_cache: FrameCache | None = None,
+        decode_timeout_s: float | None = None,
     ):
         get_backend(backend)  # unknown or not installed: fail here, not in a loader worker
         self.records = list(records)
         self.sampler, self.transform = sampler, transform
         self.backend, self.decode_threads = backend, decode_threads
+        self.frame_cache = frame_cache
+        self.decode_timeout_s = decode_timeout_s
 
     def __len__(self) -> int:
         return len(self.records)
@@ -191,7 +221,14 @@ class VideoTestDataset(Dataset):
         record = self.records[index]
         threads = _setup_loading(self.decode_threads)
         try:
-            frames = _load_frames(record, self.backend, threads, self.sampler)
+            frames = _load_frames_in_time(
+                record,
+                self.decode_timeout_s,
+                self.backend,
+                threads,
+                self.sampler,
+                self.frame_cache,
+            )
         except VideoDecodeError as err:
             logger.warning(
                 "test video failed, reported in results: %s: %s", record.path, err.reason

@@ -50,9 +50,9 @@ Renderer = Callable[..., tuple[np.ndarray, dict]]
 
 class SyntheticVideoSpec:
     """Checks and cache key shared by the parameter dataclasses of the synthetic datasets
-    (this demo, :mod:`videogn.sweep.mini_task`, :mod:`videogn.sweep.flicker_task`): an even
-    number of classes (a direction each, two kinds per direction), square frames, train and
-    val videos per class. Subclasses add their own checks to `validate`."""
+    (this demo, :mod:`videogn.sweep.mini.tint_task`, :mod:`videogn.sweep.mini.flicker_task`):
+    an even number of classes (a direction each, two kinds per direction), square frames, train
+    and val videos per class. Subclasses add their own checks to `validate`."""
 
     generator_version: ClassVar[int]
 

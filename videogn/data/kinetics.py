@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from videogn.data.lists import VideoRecord
+from videogn.data.lists import VideoRecord, write_video_list
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm")
 REQUIRED_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
@@ -125,3 +125,27 @@ def build_kinetics_list(
         path = os.path.join(os.path.abspath(videos_dir), rel) if absolute else rel
         records.append(VideoRecord(path, label_of[class_key(clip.label)]))
     return records, missing
+
+
+def write_kinetics_list(
+    csv_path: str | os.PathLike,
+    classes: list[str],
+    videos_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    split: str | None = None,
+    missing_path: str | os.PathLike | None = None,
+    absolute: bool = False,
+) -> tuple[int, int]:
+    """``videogn-data build``: the list of the CSV's clips found under ``videos_dir`` (and the
+    missing rows, as CSV, in ``missing_path``). Returns (clips listed, rows in the CSV)."""
+    clips = read_kinetics_csv(csv_path, split=split)
+    records, missing = build_kinetics_list(clips, classes, videos_dir, absolute)
+    write_video_list(records, out)
+    if missing_path is not None:
+        with open(missing_path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["label", "youtube_id", "time_start", "time_end", "split"])
+            for c in missing:
+                writer.writerow([c.label, c.youtube_id, c.time_start, c.time_end, c.split])
+    return len(records), len(clips)

@@ -85,15 +85,16 @@ def output_name(list_path: str, root: str | os.PathLike | None) -> str:
 def scaled_size(height: int, width: int, short_side: int, upscale: bool = True) -> tuple[int, int]:
     """(height, width) with the short side at `short_side`, both even (yuv420p needs it).
 
+    The long side is truncated to even, as the Non-local preparation does (ffmpeg
+    ``scale="trunc(oh*a/2)*2:256"``, process_data/kinetics/downscale_video_joblib.py): 4:3
+    gives 256x340, 16:9 256x454. Exact integer arithmetic, so no float rounding decides a pixel.
     With upscale=False a smaller frame keeps its size (rounded down to even).
     """
     if not upscale and min(height, width) <= short_side:
         return max(2, height // 2 * 2), max(2, width // 2 * 2)
     if height <= width:
-        long_side = width * short_side / height
-        return short_side, max(2, int(round(long_side / 2)) * 2)
-    long_side = height * short_side / width
-    return max(2, int(round(long_side / 2)) * 2), short_side
+        return short_side, max(2, width * short_side // (2 * height) * 2)
+    return max(2, height * short_side // (2 * width) * 2), short_side
 
 
 def _open_encoder(container, settings: PrepareSettings, fps: float, height: int, width: int):

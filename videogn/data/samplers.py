@@ -6,10 +6,16 @@ positions in presentation order.
 
 Train: the window starts uniformly at random among all starts that fit, integers
     0 .. N - window, where window = (num_frames - 1) * frame_interval + 1.
-Test: K clips at the centres of K equal parts of the valid start range [0, slack],
+Test, two rules for where the K clips start (``clip_positions``):
+    "centered" (default): the centres of K equal parts of the valid start range [0, slack],
     slack = max(N - window, 0):  start_k = floor((2k + 1) * (slack + 1) / (2K)),  k = 0..K-1.
     K = 1 gives the centre clip; when there are fewer than K possible starts, starts repeat
-    (always K clips, so every video yields the same number of views).
+    (always K clips, so every video yields the same number of views). No clip runs past the
+    end of a video that is long enough.
+    "nonlocal": the Non-local code's reader (video-nonlocal-net, caffe2_customized_ops/video/
+    customized_video_io.cc): start_k = int(float32(N) / float32(K) * k) mod N, evaluated in
+    float32 as the C++ does, and every frame index taken mod N, so the last clips wrap past
+    the end to the first frames (whatever ``short_video`` says).
 Short videos (N < window) start at frame 0 and are extended by a policy:
     "loop": wrap around to the first frame, index mod N;
     "repeat_last": hold the last frame.
@@ -24,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 SHORT_VIDEO_POLICIES = ("loop", "repeat_last")
+CLIP_POSITIONS = ("centered", "nonlocal")
 
 
 class _ClipGeometry:
@@ -119,27 +126,41 @@ class TestClipSampler(_ClipGeometry):
         num_clips: int = 10,
         short_video: str = "loop",
         target_fps: float | None = None,
+        clip_positions: str = "centered",
     ):
         super().__init__(num_frames, frame_interval, short_video, target_fps)
         if int(num_clips) != num_clips or num_clips < 1:
             raise ValueError(f"num_clips must be a positive integer, got {num_clips!r}")
+        if clip_positions not in CLIP_POSITIONS:
+            raise ValueError(
+                f"test.clip_positions must be one of {CLIP_POSITIONS}, got {clip_positions!r}"
+            )
         self.num_clips = int(num_clips)
+        self.clip_positions = clip_positions
 
     def starts(self, video_num_frames: int, video_fps: float | None = None) -> np.ndarray:
         """Start frame of each of the K clips."""
         video_num_frames = self.check_video(video_num_frames)
+        k = np.arange(self.num_clips, dtype=np.int64)
+        if self.clip_positions == "nonlocal":
+            # float32 like the C++ (frame_gaps * k), so a start never differs by the rounding.
+            gap = np.float32(video_num_frames) / np.float32(self.num_clips)
+            return (gap * k.astype(np.float32)).astype(np.int64) % video_num_frames
         offsets = self.offsets(video_fps)
         slack = max(video_num_frames - 1 - int(offsets[-1]), 0)
-        k = np.arange(self.num_clips, dtype=np.int64)
         return (2 * k + 1) * (slack + 1) // (2 * self.num_clips)
 
     def __call__(self, video_num_frames: int, video_fps: float | None = None) -> list[np.ndarray]:
         """K arrays of frame indices [num_frames], in clip order."""
         offsets = self.offsets(video_fps)
-        return [
-            self.place(int(start), offsets, int(video_num_frames))
-            for start in self.starts(video_num_frames, video_fps)
-        ]
+        n = int(video_num_frames)
+        starts = self.starts(video_num_frames, video_fps)
+        if self.clip_positions == "nonlocal":
+            return [(int(start) + offsets) % n for start in starts]
+        return [self.place(int(start), offsets, n) for start in starts]
 
     def __repr__(self) -> str:
-        return f"TestClipSampler(num_clips={self.num_clips}, {self.describe()})"
+        return (
+            f"TestClipSampler(num_clips={self.num_clips}, {self.describe()}, "
+            f"clip_positions={self.clip_positions!r})"
+        )

@@ -4,7 +4,11 @@ A checkpoint is a dict saved with ``torch.save``:
 ``model`` (state dict of the bare model, so ``videogn.models.inflate.load_pretrained`` and
 ``videogn-test`` read it directly), ``optimizer``, ``scheduler``, ``scaler``, ``rng`` (one
 entry per rank), ``position`` (epoch, iteration within the epoch, global iteration, sampler
-seed), ``config`` (the resolved run config) and ``meta``.
+seed), ``config`` (the resolved run config) and ``meta``, all in types that
+``torch.load(weights_only=True)`` accepts (tensors, plain containers, numbers, strings; the
+NumPy RNG state as a list): loading a checkpoint never runs code it names. A file that needs
+full unpickling (crafted, or written before this format) is refused with
+:class:`UnsafeCheckpointError`, naming the opt-in ``VIDEOGN_UNSAFE_LOAD=1``.
 
 A file is trusted only after it loads and holds the entries its use needs: auto-resume skips a
 torn or foreign newest checkpoint (a full disk, a killed copy, a flaky network filesystem)
@@ -13,6 +17,7 @@ with a warning naming it and why, and falls back to the newest valid one.
 
 from __future__ import annotations
 
+import errno
 import logging
 import random
 import re
@@ -23,6 +28,7 @@ import numpy as np
 import torch
 
 from videogn.utils.io import atomic_save
+from videogn.utils.safe_load import UnsafeFileError, load_torch_file
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +41,12 @@ _SHOWN = 5  # differing keys named in a model mismatch message
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names each file and why."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint that only loads by running code it names (crafted, or written before the
+    safe format): refused, never skipped, so that the user decides (the message names the
+    opt-in, ``VIDEOGN_UNSAFE_LOAD=1``)."""
 
 
 def checkpoint_path(run_dir: str | Path, global_iteration: int) -> Path:
@@ -83,8 +95,40 @@ def save_checkpoint(state: dict, run_dir: str | Path, global_iteration: int, kee
         # file sorts newest, and with keep=1 the valid checkpoint would go instead of it.
         for old in list_checkpoints(run_dir)[:-keep]:
             if old != path:
-                old.unlink(missing_ok=True)
+                try:
+                    old.unlink(missing_ok=True)
+                except OSError as err:  # the new file is whole: an old one left is harmless
+                    logger.warning("could not delete the old checkpoint %s: %s", old, err)
     return path
+
+
+def try_save_checkpoint(
+    state: dict, run_dir: str | Path, global_iteration: int, keep: int
+) -> Path | None:
+    """:func:`save_checkpoint`, or None with a warning when the write fails.
+
+    The policy for a full disk, an I/O error or a read-only directory: the previous
+    checkpoints are never touched (the new file is written beside them and renamed into
+    place only once whole; old ones are pruned only after that), the run warns and keeps
+    training, and the next checkpoint (period, epoch end, stop) tries again.
+    """
+    try:
+        return save_checkpoint(state, run_dir, global_iteration, keep)
+    except OSError as err:
+        code = errno.errorcode.get(err.errno, "") if err.errno else ""
+        try:
+            newest = latest_checkpoint(run_dir)
+        except OSError:
+            newest = None
+        logger.warning(
+            "checkpoint of iteration %d not written (%s%s); the previous checkpoints are "
+            "untouched (newest: %s); training goes on and the next checkpoint tries again",
+            global_iteration,
+            f"{code}: " if code else "",
+            err,
+            newest or "none",
+        )
+        return None
 
 
 def read_checkpoint_file(path: str | Path, required=("model",)) -> dict:
@@ -105,9 +149,9 @@ def read_checkpoint_file(path: str | Path, required=("model",)) -> dict:
             "end: truncated?)"
         )
     try:
-        # weights_only=False: the checkpoint holds numpy RNG states and plain config dicts
-        # that we wrote ourselves; never load checkpoints from untrusted sources.
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_torch_file(path)  # weights only: loading never runs code the file names
+    except UnsafeFileError as err:
+        raise UnsafeCheckpointError(str(err)) from None
     except Exception as err:  # zip, pickle and storage errors all mean "unusable"
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: cannot be loaded ({reason})") from err
@@ -132,6 +176,8 @@ def newest_valid_checkpoint(run_dir: str | Path, required=RESUME_ENTRIES):
     for path in reversed(list_checkpoints(run_dir)):
         try:
             state = read_checkpoint_file(path, required)
+        except UnsafeCheckpointError:
+            raise  # not a torn file to fall back from: the user decides whether to trust it
         except CheckpointError as err:
             logger.warning("skipping checkpoint %s", err)
             problems.append(str(err))
@@ -218,8 +264,8 @@ def check_model_state(model: torch.nn.Module, state: dict, source: str | Path) -
 def capture_rng_state() -> dict:
     """Every random generator this process draws from (Python, NumPy, torch CPU and CUDA)."""
     state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": random.getstate(),  # (version, tuple of ints, None): loads weights-only
+        "numpy": _numpy_state(),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -228,8 +274,30 @@ def capture_rng_state() -> dict:
 
 
 def restore_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    random.setstate(tuple(state["python"]))
+    numpy_state = state["numpy"]
+    if isinstance(numpy_state, dict):  # _numpy_state's form; older checkpoints: numpy's tuple
+        numpy_state = (
+            numpy_state["bit_generator"],
+            np.asarray(numpy_state["key"], dtype=np.uint32),
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    np.random.set_state(numpy_state)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _numpy_state() -> dict:
+    """NumPy's global generator state as plain values (its key array as a list of ints), which
+    the weights-only loader accepts."""
+    bit_generator, key, pos, has_gauss, cached_gaussian = np.random.get_state()
+    return {
+        "bit_generator": bit_generator,
+        "key": key.tolist(),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached_gaussian),
+    }

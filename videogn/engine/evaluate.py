@@ -37,6 +37,50 @@ AGGREGATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
+TEST_HEADS = ("pooled", "fully_conv")
+
+
+@dataclass(frozen=True)
+class TestHead:
+    """How a view's class probabilities come out of the network at test time.
+
+    "pooled": the average of the whole res5 map, one softmax. "fully_conv": the Non-local
+    test (and PySlowFast's): an average pool of ``window`` (T, H, W), the res5 map of a
+    training clip, at stride 1; a softmax at every position; the mean of those. The two agree
+    when the view's res5 map is the window (a training-sized view).
+    """
+
+    __test__ = False  # not a pytest test class despite the name
+
+    kind: str = "pooled"
+    window: tuple[int, int, int] | None = None
+
+    def __post_init__(self):
+        if self.kind not in TEST_HEADS:
+            raise ValueError(f"test.head must be one of {TEST_HEADS}, got {self.kind!r}")
+        if self.kind == "fully_conv" and (
+            self.window is None or len(self.window) != 3 or min(self.window) < 1
+        ):
+            raise ValueError(
+                f"test.head=fully_conv needs a (T, H, W) window >= 1, got {self.window}"
+            )
+
+    def probabilities(self, model: nn.Module, x: torch.Tensor, forward_context) -> torch.Tensor:
+        """Softmax scores [N, classes] of the prepared views ``x`` (model in eval mode)."""
+        if self.kind == "pooled":
+            with forward_context():
+                logits = model(x)
+            return logits.float().softmax(dim=1)
+        if not hasattr(model, "forward_features") or not hasattr(model.head, "window_logits"):
+            raise TypeError(f"test.head=fully_conv needs an I3D ResNet, got {type(model).__name__}")
+        with forward_context():
+            logits = model.head.window_logits(model.forward_features(x), self.window)
+        return logits.float().softmax(dim=1).mean(dim=(2, 3, 4))
+
+
+POOLED = TestHead()  # the default head: global average pool, one softmax
+
+
 @dataclass(frozen=True)
 class TestOptions:
     """The multi-view test protocol: K clips x S crops per video, softmax scores aggregated."""
@@ -51,6 +95,8 @@ class TestOptions:
     views_per_batch: int = 10
     num_workers: int = 2
     max_videos: int | None = None  # only the first N listed videos (smoke runs)
+    head: TestHead = POOLED
+    clip_positions: str = "centered"  # "centered" | "nonlocal" (videogn.data.samplers)
 
 
 @dataclass
@@ -75,8 +121,10 @@ def score_views(
     forward_context,
     device,
     prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    head: TestHead = POOLED,
 ) -> torch.Tensor:
-    """Softmax scores [V, num_classes] of a video's views, ``views_per_batch`` at a time."""
+    """Softmax scores [V, num_classes] of a video's views, ``views_per_batch`` at a time,
+    by ``head`` (pooled or fully convolutional)."""
     probs = []
     for chunk in views.split(views_per_batch):
         chunk = chunk.to(device, non_blocking=True)
@@ -87,9 +135,7 @@ def score_views(
                 "uint8 test views need normalizing before the model: pass prepare "
                 "(videogn.engine.trainer.model_input) or a float32 test transform"
             )
-        with forward_context():
-            logits = model(chunk)
-        probs.append(logits.float().softmax(dim=1).cpu())
+        probs.append(head.probabilities(model, chunk, forward_context).cpu())
     return torch.cat(probs)
 
 
@@ -105,6 +151,7 @@ def evaluate_shard(
     forward_context=contextlib.nullcontext,
     prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
     progress: bool = False,
+    head: TestHead = POOLED,
 ) -> list[VideoResult]:
     """Evaluate the videos ``indices`` of a test dataset on this process.
 
@@ -114,6 +161,7 @@ def evaluate_shard(
         forward_context: a context-manager factory wrapped around each forward (autocast).
         prepare: applied to each chunk of views on the device, before the forward
             (uint8 views -> normalized float, memory format).
+        head: how each view's softmax scores are formed (pooled or fully convolutional).
     """
     if aggregate not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation '{aggregate}'; valid: {', '.join(AGGREGATIONS)}")
@@ -127,7 +175,9 @@ def evaluate_shard(
         if item.get("error"):
             results.append(VideoResult(index, label, error=str(item["error"])))
             continue
-        probs = score_views(model, item["views"], views_per_batch, forward_context, device, prepare)
+        probs = score_views(
+            model, item["views"], views_per_batch, forward_context, device, prepare, head
+        )
         hits = topk_hits(probs, torch.full((len(probs),), label))
         results.append(
             VideoResult(

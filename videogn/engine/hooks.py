@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from videogn.engine import distributed
-from videogn.engine.checkpoint import save_checkpoint
+from videogn.engine.checkpoint import latest_checkpoint, try_save_checkpoint
 from videogn.engine.guards import (
     NonFiniteLossError,
     PreemptionHandler,
@@ -140,6 +140,8 @@ class PreciseBNHook(HookBase):
         trainer = self.trainer
         clips = self.batches(trainer.position.epoch, trainer.options.sampler_seed)
         update_bn_stats(trainer.model, clips, self.num_batches, forward=self.forward)
+        # A validation at this step finds the population statistics already in the model.
+        trainer.precise_bn_step = trainer.position.global_iteration
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         with self.trainer.autocast():
@@ -148,7 +150,9 @@ class PreciseBNHook(HookBase):
 
 class Checkpointer(HookBase):
     """Atomic checkpoints: every ``period`` iterations, at each epoch's end, and when the run
-    stops early (signal, ``max_iterations``); the newest ``keep`` are kept.
+    stops early (signal, ``max_iterations``); the newest ``keep`` are kept. A write that fails
+    (full disk, I/O error) leaves the previous ones untouched, warns, and training goes on
+    (``checkpoint.try_save_checkpoint``).
 
     The epoch's checkpoint is written once the position points at the next epoch (the next
     ``before_epoch``, or ``after_train``), so a resume starts there, after precise BN.
@@ -157,6 +161,7 @@ class Checkpointer(HookBase):
     def __init__(self, period: int = 0, keep: int = 2):
         self.period, self.keep = period, keep
         self.epoch_done = False
+        self.unsaved_iteration: int | None = None  # the last save failed (rank 0 knows)
 
     def after_step(self):
         trainer, pos = self.trainer, self.trainer.position
@@ -177,6 +182,14 @@ class Checkpointer(HookBase):
     def after_train(self):
         if self.epoch_done and self.trainer.status == "finished":
             self.save()
+        if self.unsaved_iteration is not None:
+            logger.error(
+                "the run ended (%s) without a checkpoint of its last state (iteration %d): the "
+                "write failed; a resume starts from %s",
+                self.trainer.status,
+                self.unsaved_iteration,
+                latest_checkpoint(self.trainer.run_dir) or "the beginning (no checkpoint)",
+            )
 
     def save(self) -> Path | None:
         """Write the trainer's state (collective: every rank contributes its RNG state)."""
@@ -184,10 +197,12 @@ class Checkpointer(HookBase):
         self.epoch_done = False
         state = trainer.state_dict()
         if trainer.dist.is_main:
-            trainer.last_checkpoint = save_checkpoint(
-                state, trainer.run_dir, trainer.position.global_iteration, self.keep
-            )
-            logger.info("saved %s", trainer.last_checkpoint)
+            iteration = trainer.position.global_iteration
+            written = try_save_checkpoint(state, trainer.run_dir, iteration, self.keep)
+            if written is not None:  # a failed write (full disk) warned; training goes on
+                trainer.last_checkpoint = written
+                logger.info("saved %s", written)
+            self.unsaved_iteration = None if written is not None else iteration
         distributed.barrier()
         return trainer.last_checkpoint
 

@@ -52,6 +52,7 @@ class MetricsWriter:
     def __init__(self, run_dir: str | Path, enabled: bool = True, tensorboard: bool = True):
         self.enabled = enabled
         self.path = Path(run_dir) / METRICS_FILE
+        self.write_failed = False
         self.tb = None
         if enabled and tensorboard:
             try:
@@ -65,8 +66,15 @@ class MetricsWriter:
         if not self.enabled:
             return
         record = {"phase": phase, "step": step, **values}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as err:  # a full disk must not end the run: the record is lost, said once
+            if not self.write_failed:
+                logger.warning("%s: metrics not written (%s); training goes on", self.path, err)
+            self.write_failed = True
+        else:
+            self.write_failed = False
         if self.tb is not None:
             for key, value in values.items():
                 if isinstance(value, (int, float)) and math.isfinite(value):

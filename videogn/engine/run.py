@@ -133,7 +133,8 @@ def requeue_after_time_limit(trainer: Trainer, max_requeues: int, run_dir: Path)
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Train (resuming if there is a checkpoint), then test. Returns a summary dict."""
-    spec = build_run_spec(cfg)
+    spec = build_run_spec(cfg)  # a Table 8 cell without its weights stops here
+    spec.model.fetch_pretrained()  # an unreachable named source fails here, in seconds
     dist = distributed.init_distributed(spec.device, spec.trainer.collective_timeout_s)
     if not dist.is_main:
         logging.getLogger().setLevel(logging.WARNING)  # one copy of the log: rank 0's
@@ -199,8 +200,9 @@ def test_model(
     records = spec.data.val_records(spec.test.max_videos)
     t = spec.test
     logger.info(
-        "testing %d videos: %d clips x %s of %s frames, %s of softmax scores",
-        len(records), t.num_clips, describe_views(t.num_crops), spec.samplers.clip, t.aggregate,
+        "testing %d videos: %d clips (%s) x %s of %s frames, %s head, %s of softmax scores",
+        len(records), t.num_clips, t.clip_positions, describe_views(t.num_crops),
+        spec.samplers.clip, t.head.kind, t.aggregate,
     )  # fmt: skip
     results = evaluate_shard(
         model,
@@ -213,6 +215,7 @@ def test_model(
         forward_context=partial(autocast, dist.device, spec.trainer.amp_dtype),
         prepare=input_preparation(spec),
         progress=dist.is_main,
+        head=t.head,
     )
     results = gather_results(results)
     if not dist.is_main:
@@ -247,6 +250,9 @@ def report_test(
         num_clips=spec.test.num_clips,
         num_crops=spec.test.num_crops,
         aggregate=spec.test.aggregate,
+        head=spec.test.head.kind,
+        head_window=spec.test.head.window,
+        clip_positions=spec.test.clip_positions,
         val_list=source.val_list,
         clip=spec.samplers.clip,
         norm=spec.model.norm,
@@ -293,7 +299,10 @@ def restore_run(
     if isinstance(overrides, (list, tuple)):
         overrides = OmegaConf.from_dotlist(list(overrides))
     recorded = drop_moved_keys(state["config"])  # a run from before a key moved
-    spec = build_run_spec(OmegaConf.merge(OmegaConf.structured(TrainConfig), recorded, overrides))
+    schema = OmegaConf.structured(TrainConfig)
+    spec = build_run_spec(
+        OmegaConf.merge(schema, recorded, overrides), trained=OmegaConf.merge(schema, recorded)
+    )
     dist = dist or distributed.init_distributed(spec.device)
     # The run's kernel switches: torch's default lets cuDNN convolutions use TF32, which a
     # run trained with trainer.tf32=false (the default) must not be tested with.

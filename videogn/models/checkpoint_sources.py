@@ -17,7 +17,6 @@ Three layouts are understood; :data:`MODULE_TABLE` is the one mapping between th
 from __future__ import annotations
 
 import logging
-import pickle
 import re
 import zipfile
 from collections.abc import Mapping
@@ -28,6 +27,8 @@ import numpy as np
 import torch
 
 from videogn.models.i3d import ResNet3D
+from videogn.models.pretrained_sources import resolve_pretrained
+from videogn.utils.safe_load import load_detectron_pickle, load_torch_file
 
 logger = logging.getLogger(__name__)
 
@@ -147,21 +148,11 @@ def map_key(key: str, layout: str) -> tuple[str, str, str] | None:
 
 
 def _load_file(path: Path) -> object:
+    """The file's objects, unpickled without running code it names (videogn.utils.safe_load):
+    a file that needs more is refused with UnsafeFileError, naming the opt-in."""
     if zipfile.is_zipfile(path):  # torch.save's format since PyTorch 1.6
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            # Training checkpoints hold RNG states and configs; only open files you trust.
-            logger.warning(
-                "%s holds Python objects besides tensors; loading it with weights_only=False", path
-            )
-            return torch.load(path, map_location="cpu", weights_only=False)
-    with open(path, "rb") as f:
-        try:
-            # Detectron and Caffe2 wrote their pickles from Python 2.
-            return pickle.load(f, encoding="latin1")
-        except pickle.UnpicklingError as e:
-            raise ValueError(f"{path}: neither a torch.save file nor a pickle ({e})") from e
+        return load_torch_file(path)
+    return load_detectron_pickle(path)  # Detectron and Caffe2 pickles, from Python 2
 
 
 def _guess_layout(keys: list[str]) -> str | None:
@@ -207,7 +198,7 @@ def read_checkpoint(path: str | Path) -> SourceCheckpoint:
         FileNotFoundError: the file does not exist.
         ValueError: the file holds no ResNet weights of a known layout.
     """
-    path = Path(path).expanduser()
+    path = Path(resolve_pretrained(path)).expanduser()  # a named source: its cached file
     if not path.is_file():
         raise FileNotFoundError(f"pretrained checkpoint '{path}' does not exist")
     weights, rest = _unwrap(_load_file(path), path)

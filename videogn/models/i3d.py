@@ -159,6 +159,23 @@ class Head(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.dropout(self.pool(x).flatten(1)))
 
+    def window_logits(self, x: torch.Tensor, window: Sequence[int]) -> torch.Tensor:
+        """The Non-local test head: logits at every position of a (T, H, W) ``window`` average
+        pool at stride 1, the fc acting as a 1x1x1 convolution; [N, C, t, h, w] features ->
+        [N, classes, t', h', w']. A window larger than the map is cut to the map's size."""
+        kernel = [min(w, size) for w, size in zip(window, x.shape[2:], strict=True)]
+        pooled = nn.functional.avg_pool3d(x, kernel, stride=1)
+        return self.fc(pooled.movedim(1, -1)).movedim(-1, 1)  # eval mode: no dropout
+
+
+def res5_size(num_frames: int, height: int, width: int) -> tuple[int, int, int]:
+    """(T, H, W) of the res5 map for an input clip: conv1 and pool1 halve time (ceil, then
+    floor), pool2 halves it again (floor); conv1, pool1, res3, res4, res5 each halve space
+    (ceil, with their padding). T/8 x H/32 x W/32 when the sizes divide (32x224x224: 4x7x7)."""
+    frames = (num_frames + 1) // 2 // 2 // 2
+    height, width = (-(-side // 32) for side in (height, width))
+    return frames, height, width
+
 
 def stage_temporal_kernels(depth: int, stage_depths: Sequence[int]) -> list[list[int]]:
     """Temporal kernels of conv a per block; a stage deeper than the table cycles its pattern."""

@@ -1,8 +1,9 @@
 """Evaluate one checkpoint at several test clip lengths and numbers of test clips.
 
-The I3D is fully convolutional in time (global average pooling before the classifier), so a
-model trained on 32x2 clips runs on 8x8, 64x1 or 128x1 clips as they are. For each video
-the sweep:
+The I3D is fully convolutional in time, so a model trained on 32x2 clips runs on 8x8, 64x1 or
+128x1 clips as they are, with the run's test head (``test.head``: the whole map pooled, or
+the training clip's window slid over it, a softmax at each position) and the run's clip
+positions (``test.clip_positions``). For each video the sweep:
 
 1. works out the frames every setting needs: K clips (K in e.g. 1, 3, 5, 10) placed as the
    engine's test sampler places them, for every clip (8x8, 16x4, ...) whose window fits the
@@ -15,6 +16,7 @@ the sweep:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ from videogn.data.decoders import VideoDecodeError, open_video
 from videogn.data.lists import VideoRecord
 from videogn.data.samplers import TestClipSampler
 from videogn.data.transforms import FULL_FRAME, TestTransform
+from videogn.engine.evaluate import POOLED, TestHead
 from videogn.engine.metrics import topk_hits
 
 logger = logging.getLogger(__name__)
@@ -103,6 +106,7 @@ def score_video(
     device: torch.device,
     views_per_batch: int,
     prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    head: TestHead = POOLED,
 ) -> dict[Setting, torch.Tensor]:
     """Softmax scores [K * crops, classes] per setting; each distinct view scored once."""
     distinct: dict[tuple, np.ndarray] = {}
@@ -119,7 +123,7 @@ def score_video(
         prepare = prepare or (lambda clips: clips)
         probs = torch.cat(
             [
-                model(prepare(chunk.to(device))).float().softmax(1).cpu()
+                head.probabilities(model, prepare(chunk.to(device)), contextlib.nullcontext).cpu()
                 for chunk in flat.split(views_per_batch)
             ]
         ).unflatten(0, views.shape[:2])
@@ -142,12 +146,14 @@ def clip_length_sweep(
     prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
     open_video_fn: Callable = open_video,
     progress: bool = True,
+    head: TestHead = POOLED,
 ) -> tuple[dict[Setting, SettingScores], list[dict]]:
     """Evaluate ``model`` on ``records`` at every (clip, K); one decode per video.
 
     Args:
         samplers: the test sampler of each setting ((frames, interval), K).
         prepare: views on the device -> the model's input (uint8 views need it).
+        head: how a view's softmax scores are formed (the run's ``test.head``).
         open_video_fn: opens a video (``videogn.data.decoders.open_video`` signature).
 
     Returns:
@@ -174,7 +180,7 @@ def clip_length_sweep(
         def views_of(indices: np.ndarray, all_views=all_views, union=union) -> torch.Tensor:
             return all_views[:, :, torch.from_numpy(np.searchsorted(union, indices))]
 
-        scores = score_video(model, views_of, plan, device, views_per_batch, prepare)
+        scores = score_video(model, views_of, plan, device, views_per_batch, prepare, head)
         for setting, acc in results.items():
             if setting not in scores:
                 acc.too_short += 1
@@ -209,7 +215,6 @@ def evaluate_checkpoint(
         videos listed, failures.
     """
     from videogn.engine import distributed
-    from videogn.engine.builders.sampler import build_samplers
     from videogn.engine.run import input_preparation, restore_run
 
     dist = distributed.DistInfo(device=distributed.resolve_device(device))
@@ -217,28 +222,25 @@ def evaluate_checkpoint(
     spec = run.spec
     spec.data.resolve(dist)
     records = spec.data.val_records(max_videos or None)
-    sampler_group = OmegaConf.create(spec.config["sampler"])
-    samplers = {
-        (clip, k): build_samplers(sampler_group, num_test_clips=k, clip=clip).test
-        for clip in clips
-        for k in num_clips
-    }
     results, failures = clip_length_sweep(
         run.model,
         records,
-        samplers=samplers,
+        samplers=setting_samplers(spec, clips, num_clips),
         transform=spec.test_transform(),
         device=dist.device,
         backend=spec.data.backend,
         views_per_batch=spec.test.views_per_batch,
         prepare=input_preparation(spec),
         progress=progress,
+        head=spec.test.head,
     )
     return {
         "checkpoint": str(run.checkpoint),
         "train_clip": spec.samplers.clip,
         "norm": spec.model.norm,
         "num_crops": spec.test.num_crops,
+        "head": spec.test.head.kind,
+        "clip_positions": spec.test.clip_positions,
         "test_size": view_description(
             spec.test.num_crops, spec.test.short_side, spec.test.crop_size
         ),
@@ -248,6 +250,21 @@ def evaluate_checkpoint(
             {"clip": f"{c[0]}x{c[1]}", "num_clips": k, **acc.summary()}
             for (c, k), acc in results.items()
         ],
+    }
+
+
+def setting_samplers(spec, clips: list[tuple[int, int]], num_clips: list[int]) -> dict:
+    """The test sampler of every (clip, K), with the run's short-video policy and clip
+    positions (``spec``: the restored run's :class:`~videogn.engine.builders.RunSpec`)."""
+    from videogn.engine.builders.sampler import build_samplers
+
+    sampler_group = OmegaConf.create(spec.config["sampler"])
+    return {
+        (clip, k): build_samplers(
+            sampler_group, num_test_clips=k, clip=clip, clip_positions=spec.test.clip_positions
+        ).test
+        for clip in clips
+        for k in num_clips
     }
 
 

@@ -4,10 +4,10 @@ Figure 7 plots ResNet-50 I3D's top-1 error on Kinetics against training time, BN
 and GN in the other, at 8 and 4 clips per GPU: the training error (thin) and the monitored
 1-clip validation error (bold). Here every run directory gives its ``metrics.jsonl``: the
 ``train`` rows (top-1 error over each log window) and the ``val`` rows that
-``trainer.val_period`` writes (:mod:`videogn.engine.validation`). Runs of one setting
-(norm, clip, clips per GPU) with different seeds are averaged at the steps they share. The x
-axis is epochs (the runs at 4 clips per GPU take twice the iterations of those at 8 for the
-same epochs) or iterations.
+``trainer.val_period`` (or ``val_period_epochs``) writes (:mod:`videogn.engine.validation`).
+Runs of one setting (norm, clip, clips per GPU) with different seeds are averaged at the
+steps they share. The x axis is epochs (the runs at 4 clips per GPU take twice the iterations
+of those at 8 for the same epochs) or iterations.
 """
 
 from __future__ import annotations

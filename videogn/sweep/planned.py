@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 def experiment_config(cell: Cell) -> DictConfig:
     """The composed training config of ``cell``'s experiment file."""
-    overrides = [f"experiment={cell.experiment}", "model.pretrained=null"]
+    overrides = [f"experiment={cell.experiment}", "model.pretrained=none"]
     if GlobalHydra.instance().is_initialized():  # inside a hydra app or test: its config dir
         return compose("train", overrides)
     register_configs()

@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from videogn.engine.checkpoint import CHECKPOINT_DIR
 from videogn.engine.evaluate import RESULTS_FILE
 from videogn.engine.run import RESOLVED_CONFIG
+from videogn.models.pretrained_sources import is_scratch
 
 # The engine's log line: "batch 64 clips (8 per process x 8 processes x 1 accumulation), ..."
 BATCH_LINE = re.compile(r"batch (\d+) clips \((\d+) per process x (\d+) processes x (\d+) accum")
@@ -118,7 +119,7 @@ def read_run(run_dir: str | Path) -> RunRecord:
         batch=int(batch) if str(batch).isdigit() else -1,
         seed=int(cfg.seed),
         name=str(cfg.name),
-        pretrained=cfg.model.pretrained,
+        pretrained=None if is_scratch(cfg.model.pretrained) else cfg.model.pretrained,
         dataset=str(cfg.data.name),
         base_width=int(cfg.model.base_width),
         iterations=_last_iteration(run_dir),

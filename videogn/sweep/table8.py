@@ -13,6 +13,7 @@ import logging
 import os
 from pathlib import Path
 
+from videogn.models.pretrained_sources import is_named, lookup
 from videogn.sweep.cells import TABLE8, TABLE8_EXTENDED, TABLE8_WORLD_SIZE
 from videogn.sweep.launch import Multirun, run_multirun, unfinished
 from videogn.sweep.report import match_runs, write_report
@@ -22,6 +23,9 @@ logger = logging.getLogger(__name__)
 
 FIGURE7 = "figure7.png"  # written beside table8.md
 PRETRAINED_ENV = {"bn": "VIDEOGN_PRETRAINED_BN", "gn": "VIDEOGN_PRETRAINED_GN"}
+# What the experiment files start from when the variables are unset (conf/experiment/table8).
+DEFAULT_SOURCES = {"bn": "torchvision:resnet50", "gn": "detectron:R-50-GN"}
+SCRATCH_OVERRIDE = "model.pretrained=none"  # explicit: the cells require weights otherwise
 
 # Toy scale for CI: the demo dataset at 16x16 pixels, the one-block-per-stage I3D of width 8,
 # one epoch of 16 videos. The six cells keep their norm, clip (32x2 or 64x1: the 24-frame
@@ -30,7 +34,7 @@ PRETRAINED_ENV = {"bn": "VIDEOGN_PRETRAINED_BN", "gn": "VIDEOGN_PRETRAINED_GN"}
 SMOKE_OVERRIDES = (
     "data=demo",
     "model=i3d_tiny",
-    "model.pretrained=null",
+    SCRATCH_OVERRIDE,
     "data.num_classes=4",
     "data.demo.params.train_videos_per_class=4",
     "data.demo.params.val_videos_per_class=2",
@@ -66,11 +70,15 @@ def accumulation_steps(world_size: int) -> int:
 
 
 def pretrained_env(from_scratch: bool, overrides: list[str]) -> dict[str, str | None]:
-    """The pretrained files, from VIDEOGN_PRETRAINED_BN / _GN, checked before any job starts.
+    """VIDEOGN_PRETRAINED_BN / _GN as the jobs get them, checked before any job starts.
+
+    Unset, a cell starts from its experiment file's named source (``torchvision:resnet50``
+    for BN, ``detectron:R-50-GN`` for GN, downloaded on first use); set, from that file or
+    named source. ``from_scratch`` removes both (the jobs then get ``model.pretrained=none``).
 
     Raises:
-        ValueError: a variable is unset, its file is missing, or ``model.pretrained=`` was
-            given (one value would go to BN and GN runs alike).
+        ValueError: a variable names a missing file or an unknown source, or
+            ``model.pretrained=`` was given (one value would go to BN and GN runs alike).
     """
     if any(o.split("=", 1)[0].lstrip("+") == "model.pretrained" for o in overrides):
         raise ValueError(
@@ -82,15 +90,21 @@ def pretrained_env(from_scratch: bool, overrides: list[str]) -> dict[str, str | 
     env: dict[str, str | None] = {}
     for norm, name in PRETRAINED_ENV.items():
         value = os.environ.get(name)
-        if not value:
+        if value is None:
+            logger.info("%s unset: the %s cells start from %s", name, norm, DEFAULT_SOURCES[norm])
+            continue
+        if not value.strip():  # every job would stop on model.require_pretrained: say it now
             raise ValueError(
-                f"{name} is not set: Table 8's {norm.upper()} runs start from an inflated "
-                f"ImageNet ResNet-50 (videogn-inflate SRC DST, then export {name}=DST); "
-                "pass --from-scratch to train without it"
+                f"{name} is set but empty: unset it for the default {DEFAULT_SOURCES[norm]}, "
+                "set a file or a named source, or pass --from-scratch"
             )
-        if not Path(value).expanduser().is_file():
-            raise ValueError(f"{name}={value}: no such file")
-        env[name] = str(Path(value).expanduser().resolve())
+        if is_named(value):
+            lookup(value)  # an unknown name fails here, before any job
+            env[name] = value
+        elif not Path(value).expanduser().is_file():
+            raise ValueError(f"{name}={value}: no such file (nor a named source)")
+        else:
+            env[name] = str(Path(value).expanduser().resolve())
     return env
 
 
@@ -138,6 +152,8 @@ def launch_table8(
     write ``<sweep dir>/table8.md`` and ``.png``."""
     sweep_dir = Path(sweep_dir).expanduser().resolve()
     env = pretrained_env(from_scratch or smoke, overrides)
+    if from_scratch and not smoke:
+        overrides = [*overrides, SCRATCH_OVERRIDE]
     multirun = table8_multirun(
         sweep_dir,
         overrides,

@@ -51,13 +51,23 @@ class RunSpec:
         return build_test_transform(self.test, self.data)
 
 
-def build_run_spec(cfg: DictConfig) -> RunSpec:
-    """Each group of a composed ``TrainConfig`` through its builder."""
-    test = build_test_options(cfg.test)
+def build_run_spec(cfg: DictConfig, trained: DictConfig | None = None) -> RunSpec:
+    """Each group of a composed ``TrainConfig`` through its builder.
+
+    Args:
+        trained: the config the model was trained with, when ``cfg`` overrides it (a restored
+            run tested with another sampler): its clip and crop size the fully_conv window.
+    """
+    trained = cfg if trained is None else trained
+    test = build_test_options(
+        cfg.test, train_frames=trained.sampler.num_frames, train_crop_size=trained.data.crop_size
+    )
     return RunSpec(
         model=build_model_spec(cfg.model, cfg.norm),
         data=build_data(cfg.data),
-        samplers=build_samplers(cfg.sampler, num_test_clips=test.num_clips),
+        samplers=build_samplers(
+            cfg.sampler, num_test_clips=test.num_clips, clip_positions=test.clip_positions
+        ),
         optim=build_optim(cfg.optim),
         trainer=build_trainer_spec(cfg.trainer),
         test=test,

@@ -3,6 +3,7 @@ loaders, optimizer, schedule, scaler and hooks. No config is read here."""
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 
@@ -52,21 +53,29 @@ def build_hooks(
     return hooks
 
 
-def build_validation_hook(spec: RunSpec, dist: distributed.DistInfo, batch_size: int):
-    """Figure 7's monitor: one training-style clip per video of the val list's fixed subset."""
+def build_validation_hook(
+    spec: RunSpec, dist: distributed.DistInfo, batch_size: int, period: int, precise_bn_batches
+):
+    """Figure 7's monitor: one training-style clip per video of the val list's fixed subset,
+    BN models with population statistics of ``precise_bn_batches`` (when precise BN is on)."""
     from videogn.engine.validation import ValidationHook, choose_videos
 
     records = spec.data.val_records()
     chosen = choose_videos(len(records), spec.trainer.val_videos, spec.seed)
+    dataset = spec.data.train_dataset(
+        [records[i] for i in chosen], spec.samplers.train, seed=spec.seed, substitute_failures=False
+    )
     return ValidationHook(
-        spec.data.train_dataset([records[i] for i in chosen], spec.samplers.train, seed=spec.seed),
+        dataset,
         distributed.shard_indices(len(chosen), dist.rank, dist.world_size),
         num_videos=len(chosen),
-        period=spec.trainer.val_period,
+        period=period,
         batch_size=batch_size,  # the training batch: evaluation needs less memory than a step
         num_workers=spec.data.num_workers,
         log_period=spec.trainer.log_period,
         seed=spec.seed,
+        precise_bn_batches=precise_bn_batches if spec.trainer.precise_bn_batches > 0 else None,
+        precise_bn_num_batches=spec.trainer.precise_bn_batches,
     )
 
 
@@ -106,14 +115,16 @@ def train_loader_factory(dataset, *, batch_size: int, num_workers: int, dist: di
     def make(epoch: int, start_batch: int, seed: int) -> DataLoader:
         sampler.seed = seed
         sampler.set_position(epoch, start_batch)
-        # Clip augmentation is drawn from (seed, epoch, index); workers copy the dataset, with
-        # these values, when the loader starts iterating.
-        dataset.seed = seed
-        dataset.set_epoch(epoch)
+        # Clip augmentation is drawn from (seed, epoch, index), set on a copy of the dataset:
+        # loaders made at once (training's, and precise BN's before a mid-epoch validation)
+        # must not change each other's clips, in-process loaders (num_workers=0) included.
+        view = copy.copy(dataset)
+        view.seed = seed
+        view.set_epoch(epoch)
         # Our own generator: the loader must not draw from the global RNG that dropout uses.
         generator = torch.Generator().manual_seed(seed + epoch)
         return DataLoader(
-            dataset,
+            view,
             batch_size=batch_size,
             sampler=sampler,
             num_workers=num_workers,
@@ -183,13 +194,14 @@ def build_trainer(
         schedule.step_iterations, schedule.warmup_iterations,
     )  # fmt: skip
 
-    validation = None
-    if spec.trainer.val_period != 0:  # negative: the hook names the bad value
-        validation = build_validation_hook(spec, dist, per_device)
-
     def bn_batches(epoch: int, seed: int):
         # A different seed than training's, so precise BN sees its own draw of clips.
         return (batch["clip"] for batch in make_bn_loader(epoch, 0, seed + 1))
+
+    validation = None
+    period = spec.trainer.validation_period(iterations_per_epoch)
+    if period != 0:  # negative: the hook names the bad value
+        validation = build_validation_hook(spec, dist, per_device, period, bn_batches)
 
     return Trainer(
         model=model,

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from videogn.config import enum_value
 from videogn.data.dataset import VideoClipDataset, VideoTestDataset
+from videogn.data.frame_cache import MEMORY, FrameCache, make_frame_cache
 from videogn.data.lists import VideoRecord, read_video_list
 from videogn.data.samplers import TestClipSampler, TrainClipSampler
 from videogn.data.transforms import TestTransform, TrainTransform, normalization
@@ -52,11 +53,13 @@ class DataSpec:
     normalization: tuple  # (mean, std) the weights expect
     backend: str
     decode_threads: int
+    decode_timeout_s: float | None
     num_workers: int
     output_dtype: str
     max_failure_fraction: float
     train_transform: TrainTransform
     batch: BatchRequest
+    frame_cache: FrameCache | None = None  # data.frame_cache: decode each video once
 
     def resolve(self, dist: distributed.DistInfo) -> DataSource:
         """The lists to read; the demo dataset is generated first (by rank 0) if needed."""
@@ -77,7 +80,11 @@ class DataSpec:
         s = self.source
         return read_records(s.val_list, s.val_root, s.num_classes)[:max_videos]
 
-    def train_dataset(self, records, sampler: TrainClipSampler, seed: int) -> VideoClipDataset:
+    def train_dataset(
+        self, records, sampler: TrainClipSampler, seed: int, substitute_failures: bool = True
+    ) -> VideoClipDataset:
+        """Clips as training draws them; ``substitute_failures=False`` reports a video that
+        fails instead of replacing it (the validation monitor)."""
         return VideoClipDataset(
             records,
             sampler=sampler,
@@ -86,12 +93,44 @@ class DataSpec:
             decode_threads=self.decode_threads,
             max_failure_fraction=self.max_failure_fraction,
             seed=seed,
+            frame_cache=self.frame_cache,
+            decode_timeout_s=self.decode_timeout_s,
+            substitute_failures=substitute_failures,
         )
 
     def test_dataset(
         self, records, sampler: TestClipSampler, transform: TestTransform
     ) -> VideoTestDataset:
-        return VideoTestDataset(records, sampler=sampler, transform=transform, backend=self.backend)
+        return VideoTestDataset(
+            records,
+            sampler=sampler,
+            transform=transform,
+            backend=self.backend,
+            frame_cache=self.frame_cache,
+            decode_timeout_s=self.decode_timeout_s,
+        )
+
+
+def frame_cache_for(location: str | None, num_workers: int) -> FrameCache | None:
+    """``data.frame_cache``; "memory" with loader workers is refused, since workers made anew
+    every epoch would decode every video whole again each epoch (slower than no cache)."""
+    if location == MEMORY and num_workers > 0:
+        raise ValueError(
+            f"data.frame_cache=memory with data.num_workers={num_workers}: each loader worker "
+            "would fill its own cache again every epoch; give a directory (shared by workers "
+            "and runs) or set data.num_workers=0"
+        )
+    return make_frame_cache(location)
+
+
+def decode_time_limit(seconds: float | None) -> float | None:
+    """``data.decode_timeout_s`` checked: None (or 0) for no limit, else positive seconds."""
+    if seconds is not None and seconds < 0:
+        raise ValueError(
+            f"data.decode_timeout_s must be a positive number of seconds, or null or 0 for no "
+            f"limit; got {seconds}"
+        )
+    return seconds or None
 
 
 def build_data(data_cfg: DictConfig) -> DataSpec:
@@ -116,11 +155,13 @@ def build_data(data_cfg: DictConfig) -> DataSpec:
         normalization=(mean, std),
         backend=enum_value(d.backend),
         decode_threads=d.decode_threads,
+        decode_timeout_s=decode_time_limit(d.decode_timeout_s),
         num_workers=d.num_workers,
         output_dtype=output_dtype,
         max_failure_fraction=d.max_failure_fraction,
         train_transform=train_transform,
         batch=BatchRequest(d.batch_size, d.target_total_batch, d.memory_budget_gb),
+        frame_cache=frame_cache_for(d.frame_cache, d.num_workers),
     )
 
 

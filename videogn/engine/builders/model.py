@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from videogn.config import enum_value
 from videogn.engine.distributed import DistInfo
 from videogn.models.factory import create_model
+from videogn.models.pretrained_sources import is_scratch, resolve_pretrained
 
 # Options each norm accepts (see videogn.models.norm.NORM_BUILDERS); unset ones keep the
 # norm's own defaults (GN: 32 groups).
@@ -25,16 +27,26 @@ NORM_OPTIONS = {
 }
 
 
+class PretrainedRequiredError(ValueError):
+    """``model.require_pretrained`` is set and ``model.pretrained`` resolved to null."""
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """``create_model`` arguments and the weights to start from."""
 
     kwargs: dict  # name, norm, norm_kwargs, num_classes, widths, depths, ...
-    pretrained: str | None = None
+    pretrained: str | None = None  # a path, a named source, or None (scratch)
 
     @property
     def norm(self) -> str:
         return self.kwargs["norm"]
+
+    def fetch_pretrained(self) -> None:
+        """Download a named source now (once per machine), so that an unreachable address
+        fails in seconds, before any data is read."""
+        if self.pretrained:
+            resolve_pretrained(self.pretrained)
 
     def create(self, *, pretrained: bool = True) -> nn.Module:
         """The model, from ``pretrained`` weights when asked (a restore loads its own)."""
@@ -64,7 +76,37 @@ def build_model_spec(model_cfg: DictConfig, norm_cfg: DictConfig) -> ModelSpec:
         kwargs["stage_depths"] = tuple(m.stage_depths)
     if m.temporal_kernels is not None:
         kwargs["temporal_kernels"] = [tuple(k) for k in m.temporal_kernels]
-    return ModelSpec(kwargs, m.pretrained)
+    check_pretrained_given(m)
+    return ModelSpec(kwargs, None if is_scratch(m.pretrained) else m.pretrained)
+
+
+def pretrained_origin(model_cfg: DictConfig) -> str:
+    """What sets ``model.pretrained``: the variable of an ``${oc.env:VAR,...}`` value, else
+    the key itself."""
+    if OmegaConf.is_interpolation(model_cfg, "pretrained"):
+        raw = OmegaConf.to_container(model_cfg, resolve=False)["pretrained"]
+        match = re.search(r"oc\.env:\s*([A-Za-z_][A-Za-z0-9_]*)", str(raw))
+        if match:
+            return f"the environment variable {match.group(1)}"
+    return "model.pretrained"
+
+
+def check_pretrained_given(model_cfg: DictConfig) -> None:
+    """No silent from-scratch run: with ``model.require_pretrained``, a null
+    ``model.pretrained`` stops the run before it starts, naming what to set.
+
+    Raises:
+        PretrainedRequiredError: naming the environment variable or the key.
+    """
+    if not model_cfg.require_pretrained or model_cfg.pretrained not in (None, ""):
+        return
+    origin = pretrained_origin(model_cfg)
+    raise PretrainedRequiredError(
+        f"this experiment starts from ImageNet weights (model.require_pretrained=true), but "
+        f"model.pretrained is null: set {origin} to a 2D or inflated checkpoint or a named "
+        "source (torchvision:resnet50, detectron:R-50-GN), or pass model.pretrained=none to "
+        "train from scratch on purpose"
+    )
 
 
 def place_model(model: nn.Module, dist: DistInfo, *, channels_last_3d: bool) -> nn.Module:

@@ -28,17 +28,29 @@ class ClipSamplers:
 
 
 def build_samplers(
-    sampler_cfg: DictConfig, *, num_test_clips: int, clip: tuple[int, int] | None = None
+    sampler_cfg: DictConfig,
+    *,
+    num_test_clips: int,
+    clip: tuple[int, int] | None = None,
+    clip_positions: str = "centered",
 ) -> ClipSamplers:
     """Samplers of ``sampler_cfg``.
 
     Args:
         num_test_clips: clips per video at test time (``test.num_clips``).
         clip: (frames, interval) replacing the group's, for sweeps over clip lengths.
+        clip_positions: where the test clips start (``test.clip_positions``: "centered" or
+            "nonlocal", see :mod:`videogn.data.samplers`).
     """
     frames, interval = clip or (sampler_cfg.num_frames, sampler_cfg.frame_interval)
     short_video = enum_value(sampler_cfg.short_video)
     return ClipSamplers(
         train=TrainClipSampler(frames, interval, short_video=short_video),
-        test=TestClipSampler(frames, interval, num_clips=num_test_clips, short_video=short_video),
+        test=TestClipSampler(
+            frames,
+            interval,
+            num_clips=num_test_clips,
+            short_video=short_video,
+            clip_positions=clip_positions,
+        ),
     )

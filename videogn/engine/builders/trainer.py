@@ -30,6 +30,7 @@ class TrainerSpec:
     test_at_end: bool = True
     max_iterations: int | None = None
     val_period: int = 0  # 0: no periodic validation
+    val_period_epochs: float | None = None  # the period in epochs, instead of val_period
     val_videos: int | None = None
     cudnn_benchmark: bool = True
     tf32: bool = False
@@ -42,6 +43,13 @@ class TrainerSpec:
     def amp_dtype(self) -> torch.dtype | None:
         return AMP_DTYPES[self.amp]
 
+    def validation_period(self, iterations_per_epoch: int) -> int:
+        """Iterations between validation points (0: none): ``val_period`` when it is set (a
+        command-line ``trainer.val_period=N`` wins), else ``val_period_epochs`` epochs."""
+        if self.val_period != 0 or self.val_period_epochs is None:
+            return self.val_period
+        return max(1, round(self.val_period_epochs * iterations_per_epoch))
+
 
 def build_trainer_spec(trainer_cfg: DictConfig) -> TrainerSpec:
     """The ``trainer`` group as a :class:`TrainerSpec`."""
@@ -52,6 +60,10 @@ def build_trainer_spec(trainer_cfg: DictConfig) -> TrainerSpec:
         raise ValueError(
             "trainer.collective_timeout_s must be > 0 and trainer.max_requeues >= 0, got "
             f"{t.collective_timeout_s} and {t.max_requeues}"
+        )
+    if t.val_period_epochs is not None and not t.val_period_epochs > 0:
+        raise ValueError(
+            f"trainer.val_period_epochs must be > 0 or null (off), got {t.val_period_epochs}"
         )
     return TrainerSpec(
         amp=enum_value(t.amp),
@@ -67,6 +79,7 @@ def build_trainer_spec(trainer_cfg: DictConfig) -> TrainerSpec:
         test_at_end=t.test_at_end,
         max_iterations=t.max_iterations,
         val_period=t.val_period,
+        val_period_epochs=t.val_period_epochs,
         val_videos=t.val_videos,
         cudnn_benchmark=t.cudnn_benchmark,
         tf32=t.tf32,

@@ -64,6 +64,7 @@ class FlickerTaskParams(SyntheticVideoSpec):
     disk_contrast: float = 0.35  # |disk grey level - background mean| (0-1 units), at least
     background_pool: int = 64  # backgrounds shared by all classes and both splits
     background_contrast: tuple[float, float] = (0.15, 0.8)  # range of the photo's contrast factor
+    disk_radius: tuple[float, float] = (5.0, 8.0)  # range of the disk's radius in pixels
     fps: int = 25
     seed: int = 0
 
@@ -83,7 +84,7 @@ class FlickerTaskParams(SyntheticVideoSpec):
 
 @functools.lru_cache(maxsize=1)
 def _photos() -> torch.Tensor:
-    from videogn.sweep.pretrain2d import load_photos
+    from videogn.sweep.mini.pretrain2d import load_photos
 
     return load_photos()
 
@@ -147,7 +148,7 @@ def render_video(
     video = image[None] + look["noise"] * rng.standard_normal(
         (num_frames, size, size, 3), dtype=np.float32
     )
-    speed, radius = float(rng.uniform(1.0, 1.8)), float(rng.uniform(5.0, 8.0))
+    speed, radius = float(rng.uniform(1.0, 1.8)), float(rng.uniform(*params.disk_radius))
     mask = moving_disk_mask(num_frames, size, label // 2, speed, radius, rng)
     colours = disk_colours(rng, params.disk_contrast, float(np.clip(image, 0, 1).mean()))
     states, period = colour_states(label, num_frames, params.flicker_periods, rng)
@@ -174,7 +175,7 @@ def ensure_flicker_task(cache_dir: str | os.PathLike, **params) -> FlickerTaskDa
         cache_dir: parent folder; the videos go to ``<cache_dir>/flicker_<params hash>/``.
         **params: fields of :class:`FlickerTaskParams`.
     """
-    for key in ("flicker_periods", "background_contrast"):
+    for key in ("flicker_periods", "background_contrast", "disk_radius"):
         if key in params:
             params = {**params, key: tuple(params[key])}
     spec = make_spec(FlickerTaskParams, params, "flicker task")

@@ -1,8 +1,8 @@
 """The mini Table 8's cells and its report (``docs/mini_table8.md``, the plot, the curves).
 
-The cells mirror the paper's: BN and GN at {short clip, 8 per batch}, {short, 4} and {long
-clip = twice the frames over the same window, 4}, plus {short, 2}; each is an experiment file
-under ``conf/experiment/mini_table8/``. :mod:`videogn.sweep.mini_study` runs them (several
+The cells are the paper's (take 3): BN and GN at {32x2, 8 per batch}, {32x2, 4} and {64x1 =
+twice the frames over the same window, 4}, plus {32x2, 2}; each is an experiment file
+under ``conf/experiment/mini_table8/``. :mod:`videogn.sweep.mini.study` runs them (several
 seeds each); this module reads the run directories and writes every cell as mean ± std over
 seeds with n, the paper's analogue beside it, and the contrasts the paper's claim is about,
 paired by seed, with the pre-registered rule for what counts as a difference
@@ -28,29 +28,47 @@ from videogn.sweep.runs import read_runs
 
 
 def _mini_cell(cell: Cell) -> Cell:
-    """The mini analogue of a Table 8 cell: a quarter of the frames at the same interval
-    (32x2 -> 8x2, 64x1 -> 16x1), the same batch; it keeps the paper's top-1/top-5."""
-    frames = cell.num_frames // 4
-    name = f"{cell.norm}_{frames}x{cell.frame_interval}_bs{cell.batch}"
-    return replace(cell, num_frames=frames, experiment=f"mini_table8/{name}")
+    """The mini analogue of a Table 8 cell (take 3): the paper's own clip (32x2 or 64x1) and
+    batch, at reduced width and space; it keeps the paper's top-1/top-5."""
+    name = f"{cell.norm}_{cell.clip}_bs{cell.batch}"
+    return replace(cell, experiment=f"mini_table8/{name}")
 
 
 MINI_TABLE8 = tuple(_mini_cell(cell) for cell in TABLE8)
 MINI_BATCH2 = (
-    Cell("bn", 8, 2, 2, "mini_table8/bn_8x2_bs2"),
-    Cell("gn", 8, 2, 2, "mini_table8/gn_8x2_bs2"),
+    Cell("bn", 32, 2, 2, "mini_table8/bn_32x2_bs2"),
+    Cell("gn", 32, 2, 2, "mini_table8/gn_32x2_bs2"),
 )
 MINI_CELLS = MINI_TABLE8 + MINI_BATCH2
 
 # (name, column of the minuend, column of the subtrahend); columns are (clip, batch).
 CONTRASTS = (
-    ("batch 8 → 4 (short clip)", ("8x2", 4), ("8x2", 8)),
-    ("batch 8 → 2 (short clip)", ("8x2", 2), ("8x2", 8)),
-    ("long − short clip, both at batch 4", ("16x1", 4), ("8x2", 4)),
-    ("long at 4 − short at 8 (what memory allows)", ("16x1", 4), ("8x2", 8)),
+    ("batch 8 → 4 (32×2)", ("32x2", 4), ("32x2", 8)),
+    ("batch 8 → 2 (32×2)", ("32x2", 2), ("32x2", 8)),
+    ("64×1 − 32×2, both at batch 4", ("64x1", 4), ("32x2", 4)),
+    ("64×1 at 4 − 32×2 at 8 (what memory allows)", ("64x1", 4), ("32x2", 8)),
 )
 # Two-sided 95% quantiles of Student's t by degrees of freedom (n - 1 seeds).
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306}
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+         9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 14: 2.145, 19: 2.093, 29: 2.045}  # fmt: skip
+# issue 18's goal for GN − BN at 8 clips per batch: the paired 95% interval inside ±5 points
+EQUIVALENCE_POINTS = 5.0
+
+
+def t_975(dof: int) -> float:
+    """Student's t, two-sided 95%, at ``dof`` degrees of freedom (the nearest tabled one at or
+    below it; 1.96 past 29)."""
+    if dof > 29:
+        return 1.96
+    return T_975[max(k for k in T_975 if k <= dof)]
+
+
+def interval(deltas: list[float]) -> tuple[float, float]:
+    mean = statistics.fmean(deltas)
+    half = t_975(len(deltas) - 1) * statistics.stdev(deltas) / len(deltas) ** 0.5
+    return mean - half, mean + half
+
+
 # The pre-registered floor: below this many points a difference does not count (one test
 # video is 0.4 points; seeds of one cell differ by about this much).
 MIN_DIFFERENCE = 2.0
@@ -66,7 +84,7 @@ def _mean_std(values: list[float]) -> str:
 
 def task_breakdown(run_dir: Path, annotations: dict) -> dict[str, float] | None:
     """Video accuracy (%) on the label's halves (direction, steady/flicker) and on the
-    flicker half per kind of video: steady, period-2 flicker (invisible to 8x2), period 4."""
+    flicker half per kind of video: steady, period-2 flicker (invisible to 32x2), period 4."""
     path = run_dir / "video_scores.npz"
     if not path.is_file():
         return None
@@ -84,6 +102,37 @@ def task_breakdown(run_dir: Path, annotations: dict) -> dict[str, float] | None:
         if np.any(periods == period):
             parts[name] = 100.0 * float(np.mean(flicker_ok[periods == period]))
     return parts
+
+
+# The plateau criterion (take 3, pre-registered): a cell has converged when its training top-1
+# error improves by less than this many points over the last 20% of training, measured as the
+# mean error of the log windows in the first half of that 20% minus the mean in the second half.
+PLATEAU_POINTS = 2.0
+
+
+def late_improvement(run_dir: Path) -> float | None:
+    """Training top-1 error over iterations (80%, 90%] minus (90%, 100%], in points."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    train = [r for r in rows if r.get("phase") == "train" and "top1_err" in r and "step" in r]
+    if not train:
+        return None
+    last = max(r["step"] for r in train)
+    early = [r["top1_err"] for r in train if 0.8 * last < r["step"] <= 0.9 * last]
+    late = [r["top1_err"] for r in train if 0.9 * last < r["step"]]
+    if not early or not late:
+        return None
+    return statistics.fmean(early) - statistics.fmean(late)
+
+
+def _plateau(runs) -> str:
+    values = [v for v in (late_improvement(r.run_dir) for r in runs) if v is not None]
+    if not values:
+        return "—"
+    mean = statistics.fmean(values)
+    return f"{mean:+.1f} ({'plateau' if mean < PLATEAU_POINTS else 'still falling'})"
 
 
 def _period(path: str, annotations: dict) -> int:
@@ -114,7 +163,7 @@ def verdict(deltas: list[float]) -> str:
     if len(deltas) < 2:
         return "n < 2: no verdict"
     mean, spread = statistics.fmean(deltas), statistics.stdev(deltas)
-    half = T_975.get(len(deltas) - 1, 2.0) * spread / len(deltas) ** 0.5
+    half = t_975(len(deltas) - 1) * spread / len(deltas) ** 0.5
     interval = f"95% CI [{mean - half:+.1f}, {mean + half:+.1f}]"
     if abs(mean) >= MIN_DIFFERENCE and abs(mean) > half:
         return f"**{'gain' if mean > 0 else 'loss'}** ({interval})"
@@ -146,7 +195,10 @@ def contrasts_markdown(results: list[CellResult]) -> str:
 
 def gn_minus_bn_markdown(results: list[CellResult]) -> str:
     """GN − BN in every column, paired by seed (the paper's rows compared cell by cell)."""
-    lines = ["| cell | GN − BN mini (paired) | verdict | paper |", "|---|---|---|---|"]
+    lines = [
+        "| cell | GN − BN mini (paired) | verdict | 95% interval inside ±5? | paper |",
+        "|---|---|---|---|---|",
+    ]
     by_key = {r.cell.key: r for r in results}
     for result in results:
         if result.cell.norm != "gn":
@@ -161,7 +213,11 @@ def gn_minus_bn_markdown(results: list[CellResult]) -> str:
             paper = f"{result.cell.paper_top1 - bn.cell.paper_top1:+.1f}"
         mini = _mean_std(deltas).replace(" (", ", ").replace(")", "") if deltas else "—"
         label = column_label(result.cell.column, "batch")
-        lines.append(f"| {label} | {mini} | {verdict(deltas)} | {paper} |")
+        inside = "—"
+        if len(deltas) >= 2:
+            low, high = interval(deltas)
+            inside = "yes" if low >= -EQUIVALENCE_POINTS and high <= EQUIVALENCE_POINTS else "no"
+        lines.append(f"| {label} | {mini} | {verdict(deltas)} | {inside} | {paper} |")
     return "\n".join(lines)
 
 
@@ -169,8 +225,9 @@ def cells_markdown(results: list[CellResult], annotations: dict) -> str:
     """One row per cell: mean ± std (n), every seed, the label's halves, the paper's cell."""
     lines = [
         "| norm | cell | top-1 mean ± std (n) | per seed | direction | steady/flicker "
-        "| flicker on period-2 videos | paper's analogue cell (top-1) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| flicker on period-2 videos | train error gain, last 20% | paper's analogue cell "
+        "(top-1) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         cell = result.cell
@@ -183,13 +240,13 @@ def cells_markdown(results: list[CellResult], annotations: dict) -> str:
         ]
         paper = "— (not in the paper)"
         if cell.paper_top1 is not None:
-            paper = f"{cell.num_frames * 4}×{cell.frame_interval}, {cell.batch}/GPU: "
+            paper = f"{cell.num_frames}×{cell.frame_interval}, {cell.batch}/GPU: "
             paper += f"{cell.paper_top1:.1f}"
         lines.append(
             f"| {NORM_NAMES[cell.norm]} | {column_label(cell.column, 'batch')} "
             f"| {_mean_std([r.top1 for r in runs])} | {seeds} | "
             + " | ".join(halves)
-            + f" | {paper} |"
+            + f" | {_plateau(runs)} | {paper} |"
         )
     return "\n".join(lines)
 
@@ -238,14 +295,14 @@ def report_mini(
     *,
     annotations: dict | None = None,
     pretrain_records: dict[str, dict] | None = None,
-    title: str = "Mini Table 8",
+    title: str = "Mini Table 8, take 3",
 ) -> str:
     """The mini Table 8 from its run directories."""
     records = read_runs(paths)
     results, unmatched = match_runs(MINI_CELLS, records)
     annotations = annotations or {}
     preamble = (
-        "The CPU analogue of GN paper Table 8, take 2 (design, pre-registration and analysis "
+        "The CPU analogue of GN paper Table 8, take 3 (design, pre-registration and analysis "
         "plan: docs/EXPERIMENTS.md). Each cell: mean ± standard deviation over seeds, with n. "
         "The paper's numbers are for Kinetics; only the differences are compared."
     )

@@ -2,11 +2,11 @@
 
 Stages, each cached or resumable, so rerunning the same command continues where it stopped:
 
-1. :mod:`videogn.sweep.pretrain2d` trains the BN and the GN 2D nets side by side (one
+1. :mod:`videogn.sweep.mini.pretrain2d` trains the BN and the GN 2D nets side by side (one
    process and one thread each) and saves them in torchvision's layout;
 2. ``videogn-inflate`` turns each into an I3D checkpoint, as the Kinetics recipe does with
    the ImageNet files; the runs find them through ``VIDEOGN_MINI_PRETRAINED_BN`` / ``_GN``;
-3. :mod:`videogn.sweep.flicker_task` generates the videos;
+3. :mod:`videogn.sweep.mini.flicker_task` generates the videos;
 4. every (cell, seed) is one ``videogn-train`` process with one compute thread, two at a time.
    A run whose directory holds ``results.json`` is skipped; an unfinished one resumes from its
    last checkpoint (the engine's auto-resume in its run directory).
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from videogn.engine.evaluate import RESULTS_FILE
 from videogn.sweep.launch import experiment_name
-from videogn.sweep.pretrain2d import Pretrained2d, ensure_pretrained_2d
+from videogn.sweep.mini.pretrain2d import Pretrained2d, ensure_pretrained_2d
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,10 @@ PRETRAINED_ENV = {"bn": "VIDEOGN_MINI_PRETRAINED_BN", "gn": "VIDEOGN_MINI_PRETRA
 # The I3D every mini cell trains (conf/model/i3d_tiny.yaml, norm.num_groups of the GN cells).
 MINI_I3D_ARGS = ["--base-width", "8", "--stage-depths", "1,1,1,1"]
 MINI_GN_GROUPS = 4
+# Take 3's task: videos long enough for the paper's 64-frame window (32x2 and 64x1) and a
+# 10-clip test spread over 16 more frames; the rest is take 2's task.
+TAKE3_TASK = {"frames_per_video": 80}
+FRAME_CACHE_DIR = "decoded_frames"  # beside the task's videos, shared by every run
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,8 @@ class Job:
     experiment: str
     seed: int
     run_dir: Path
+    extra_overrides: tuple[str, ...] = ()  # this run's own (after the study's)
+    extra_env: tuple[tuple[str, str], ...] = ()  # (name, value) pairs added to the study's
 
     @property
     def done(self) -> bool:
@@ -57,6 +63,7 @@ class Job:
             f"seed={self.seed}",
             f"hydra.run.dir={self.run_dir}",
             *overrides,
+            *self.extra_overrides,
         ]
 
 
@@ -86,7 +93,10 @@ def run_jobs(jobs: list[Job], overrides: list[str], env: dict, max_parallel: int
             job.run_dir.parent.mkdir(parents=True, exist_ok=True)
             log = open(job.run_dir.with_suffix(".log"), "ab")  # noqa: SIM115 (closed below)
             process = subprocess.Popen(
-                job.command(overrides), stdout=log, stderr=subprocess.STDOUT, env=env
+                job.command(overrides),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**env, **dict(job.extra_env)},
             )
             logger.info("started %s (pid %d)", job.run_dir.name, process.pid)
             running.append((job, process, log))
@@ -102,7 +112,9 @@ def run_jobs(jobs: list[Job], overrides: list[str], env: dict, max_parallel: int
     return failed
 
 
-def inflate(pretrained: Pretrained2d, norm: str, num_2d_classes: int) -> Path:
+def inflate(
+    pretrained: Pretrained2d, norm: str, num_2d_classes: int, num_groups: int = MINI_GN_GROUPS
+) -> Path:
     """``videogn-inflate`` the 2D net into the mini I3D, next to it (once).
 
     The 2D classifier is kept (``--num-classes`` = its classes), so every video run, which
@@ -115,7 +127,7 @@ def inflate(pretrained: Pretrained2d, norm: str, num_2d_classes: int) -> Path:
     command += [str(destination), "--norm", norm, *MINI_I3D_ARGS, "--strict"]
     command += ["--num-classes", str(num_2d_classes)]
     if norm == "gn":
-        command += ["--num-groups", str(MINI_GN_GROUPS)]
+        command += ["--num-groups", str(num_groups)]
     logger.info("+ %s", " ".join(command))
     subprocess.run(command, check=True)
     return destination
@@ -129,7 +141,7 @@ def pretrain_and_inflate(cache_dir: Path, pretrain_params: dict) -> dict[str, di
     processes = []
     for norm in norms:
         params = json.dumps({**pretrain_params, "norm": norm})
-        command = [sys.executable, "-m", "videogn.sweep.pretrain2d", str(cache_dir), params]
+        command = [sys.executable, "-m", "videogn.sweep.mini.pretrain2d", str(cache_dir), params]
         processes.append(subprocess.Popen(command, env=env))
     for norm, process in zip(norms, processes, strict=True):
         if process.wait() != 0:
@@ -157,7 +169,7 @@ def default_cache_dir() -> Path:
 
 
 def _notes(argv: list[str], jobs: list[Job], minutes: dict, loads: tuple, sweep_dir, task) -> str:
-    from videogn.sweep.mini import machine_description
+    from videogn.sweep.mini.report import machine_description
 
     seeds = sorted({job.seed for job in jobs})
     load = " → ".join(" / ".join(f"{x:.2f}" for x in avg) for avg in loads)
@@ -184,18 +196,19 @@ def run_mini_table8(
     task_params: dict | None = None,
 ) -> int:
     """Pretrain and inflate, generate the task, train and test every (cell, seed), report."""
-    from videogn.sweep.flicker_task import ensure_flicker_task
-    from videogn.sweep.mini import MINI_CELLS, load_annotations, report_mini
+    from videogn.sweep.mini.flicker_task import ensure_flicker_task
+    from videogn.sweep.mini.report import MINI_CELLS, load_annotations, report_mini
 
     cache_dir = Path(cache_dir or default_cache_dir())
     sweep_dir = Path(sweep_dir).expanduser().resolve()
     loads, clock, minutes = [os.getloadavg()], time.perf_counter(), {}
     stage = pretrain_and_inflate(cache_dir, pretrain_params or {})
     minutes["pretrain"] = (time.perf_counter() - clock) / 60
-    task = ensure_flicker_task(cache_dir, **(task_params or {}))
+    task = ensure_flicker_task(cache_dir, **{**TAKE3_TASK, **(task_params or {})})
     minutes["task"] = (time.perf_counter() - clock) / 60 - minutes["pretrain"]
     jobs = make_jobs([cell.experiment for cell in MINI_CELLS], seeds, sweep_dir)
-    failed = run_jobs(jobs, [f"data.root={task.root}", *overrides], study_env(stage))
+    task_overrides = [f"data.root={task.root}", f"data.frame_cache={task.root / FRAME_CACHE_DIR}"]
+    failed = run_jobs(jobs, [*task_overrides, *overrides], study_env(stage))
     minutes["total"] = (time.perf_counter() - clock) / 60
     minutes["runs"] = minutes["total"] - minutes["pretrain"] - minutes["task"]
     loads.append(os.getloadavg())
@@ -215,9 +228,9 @@ def run_mini_table8(
     return 1 if failed else 0
 
 
-# Figure 7's cells: BN and GN at 8 and 4 clips per batch, short clip.
+# Figure 7's cells: BN and GN at 8 and 4 clips per batch, 32x2.
 FIGURE7_EXPERIMENTS = tuple(
-    f"mini_table8/{norm}_8x2_bs{batch}" for norm in ("bn", "gn") for batch in (8, 4)
+    f"mini_table8/{norm}_32x2_bs{batch}" for norm in ("bn", "gn") for batch in (8, 4)
 )
 
 
@@ -232,9 +245,9 @@ def figure7_section(jobs: list[Job], out_png: Path) -> str:
     summary = write_curves(runs, out_png, axis="epochs", unit="batch")
     return "\n\n".join((
         "## Training curves (the paper's Figure 7)",
-        "Top-1 error of BN and GN at 8 and 4 clips per batch (8×2): training (thin, over each "
+        "Top-1 error of BN and GN at 8 and 4 clips per batch (32×2): training (thin, over each "
         "log window) and the 1-clip validation on 64 test videos with the training "
-        "augmentation (bold, every 512 training clips); seeds averaged.",
+        "augmentation (bold, at every epoch's end); seeds averaged.",
         f"![Figure 7]({out_png.name})",
         curves_markdown(summary, unit="batch"),
     ))  # fmt: skip

@@ -261,8 +261,8 @@ def ensure_pretrained_2d(cache_dir: str | Path, **params) -> Pretrained2d:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m videogn.sweep.pretrain2d CACHE_DIR PARAMS_JSON``: one net, into the cache
-    (how :mod:`videogn.sweep.mini_study` trains the BN and GN nets side by side)."""
+    """``python -m videogn.sweep.mini.pretrain2d CACHE_DIR PARAMS_JSON``: one net, into the cache
+    (how :mod:`videogn.sweep.mini.study` trains the BN and GN nets side by side)."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
