@@ -24,7 +24,7 @@ from videogn.models.pretrained_sources import (
     lookup,
     resolve_pretrained,
 )
-from videogn.sweep.pretrain2d import ResNet2d
+from videogn.sweep.mini.pretrain2d import ResNet2d
 
 GN_PATH = "/detectron/ImageNetPretrained/47261647/R-50-GN.pkl"
 
