@@ -50,7 +50,7 @@ def test_restored_run_gets_the_runs_switches(tmp_path):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", ["trainer.tf32=false", "trainer.cudnn_benchmark=false"])
     model = build_run_spec(cfg).model.create(pretrained=False)
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # as runs record it
     torch.save({"model": model.state_dict(), "config": config}, tmp_path / "model.pt")
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.benchmark = True
