@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+from videogn.engine.metrics import METRICS_FILE, read_metrics
 from videogn.sweep.mini.flicker_task import ensure_flicker_task
 from videogn.sweep.mini.pretrain2d import ensure_pretrained_2d
 from videogn.sweep.mini.report import load_annotations, task_breakdown
@@ -107,8 +108,7 @@ def feature_health(run_dir: Path, num_clips: int = 32) -> str:
 def summarize(run_dir: Path, annotations: dict) -> str:
     results = json.loads((run_dir / "results.json").read_text())
     parts = task_breakdown(run_dir, annotations) or {}
-    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    train = [r for r in rows if r.get("phase") == "train" and "top1" in r]
+    train = [r for r in read_metrics(run_dir / METRICS_FILE, "train") if "top1" in r]
     tail = train[-max(1, len(train) // 10) :]
     err = 100 - sum(r["top1"] for r in tail) / len(tail)
     return (

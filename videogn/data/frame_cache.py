@@ -76,7 +76,8 @@ class FrameCache:
             Path(self.location).expanduser().mkdir(parents=True, exist_ok=True)
 
     def __getstate__(self) -> dict:
-        # DataLoader workers get an empty memory cache of their own, not a pickled copy.
+        # Pickled (spawned loader workers, copies): never ship the decoded videos; a forked
+        # worker inherits them instead. The builder refuses memory + workers anyway.
         return {**self.__dict__, "_videos": {}, "_uncacheable": set()}
 
     def open(self, path: str | os.PathLike, backend: str = "pyav", threads: int = 1):

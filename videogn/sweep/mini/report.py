@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from videogn.engine.metrics import METRICS_FILE, read_metrics
 from videogn.sweep.cells import TABLE8, Cell, column_label
 from videogn.sweep.report import NORM_NAMES, CellResult, match_runs, write_report
 from videogn.sweep.runs import read_runs
@@ -112,11 +113,10 @@ PLATEAU_POINTS = 2.0
 
 def late_improvement(run_dir: Path) -> float | None:
     """Training top-1 error over iterations (80%, 90%] minus (90%, 100%], in points."""
-    path = Path(run_dir) / "metrics.jsonl"
+    path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return None
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-    train = [r for r in rows if r.get("phase") == "train" and "top1_err" in r and "step" in r]
+    train = [r for r in read_metrics(path, "train") if "top1_err" in r and "step" in r]
     if not train:
         return None
     last = max(r["step"] for r in train)
